@@ -1,0 +1,115 @@
+/* internal.h -- helpers shared between the library's files (prefix it__). Not part of the API. */
+#ifndef ITERIS_INTERNAL_H
+#define ITERIS_INTERNAL_H
+
+#include "iteris.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define IT__PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define IT__PRINTF(a, b)
+#endif
+
+/* ---- errors (util.c) ---- */
+
+/* Records code and a printf-formatted message in err (if not NULL); returns code, so that a
+ * failing path reads `return it__fail(err, IT_EFORMAT, "%s: ...", path);`. */
+int it__fail(it_err *err, int code, const char *fmt, ...) IT__PRINTF(3, 4);
+
+/* Prefixes err->msg with "prefix: " (used to add a file name to a message from a lower layer). */
+void it__err_prefix(it_err *err, const char *prefix);
+
+/* Appends sep and text to err->msg, truncating at IT_ERR_MAX. */
+void it__err_append(it_err *err, const char *sep, const char *text);
+
+/* ---- text (json.c) ---- */
+
+/* 1 if s[0..n) is well-formed UTF-8 (RFC 3629: no overlong forms, surrogates or code points
+ * above U+10FFFF), else 0. */
+int it__utf8_valid(const void *s, size_t n);
+
+/* ---- sizes and memory (util.c) ---- */
+
+/* a * b and a + b with overflow detection: return 0 and set *out, or return -1. */
+int it__mul_size(size_t a, size_t b, size_t *out);
+int it__add_size(size_t a, size_t b, size_t *out);
+int it__mul_u64(uint64_t a, uint64_t b, uint64_t *out);
+
+/* malloc(n * size) with the product checked; NULL on overflow or failure. calloc semantics for
+ * it__calloc. */
+void *it__malloc_n(size_t n, size_t size);
+void *it__calloc(size_t n, size_t size);
+char *it__strdup(const char *s);
+char *it__strndup(const char *s, size_t len);
+
+/* ---- little-endian loads and stores, whatever the host's byte order ---- */
+
+static inline uint16_t it__le16(const void *p)
+{
+    const unsigned char *b = (const unsigned char *)p;
+    return (uint16_t)(b[0] | (unsigned)b[1] << 8);
+}
+static inline uint32_t it__le32(const void *p)
+{
+    const unsigned char *b = (const unsigned char *)p;
+    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+static inline uint64_t it__le64(const void *p)
+{
+    const unsigned char *b = (const unsigned char *)p;
+    return (uint64_t)it__le32(b) | (uint64_t)it__le32(b + 4) << 32;
+}
+static inline void it__put_le16(void *p, uint16_t v)
+{
+    unsigned char *b = (unsigned char *)p;
+    b[0] = (unsigned char)v;
+    b[1] = (unsigned char)(v >> 8);
+}
+static inline void it__put_le32(void *p, uint32_t v)
+{
+    unsigned char *b = (unsigned char *)p;
+    for (int i = 0; i < 4; i++) b[i] = (unsigned char)(v >> (8 * i));
+}
+static inline void it__put_le64(void *p, uint64_t v)
+{
+    unsigned char *b = (unsigned char *)p;
+    for (int i = 0; i < 8; i++) b[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* ---- files (util.c) ---- */
+
+/* Opens a regular file for reading (a FIFO, device or folder is refused at once, never waited
+ * on): sets *fd and *size, or returns an error code with err filled. */
+int it__open_regular(const char *path, int *fd, size_t *size, it_err *err);
+
+/* Reads a whole regular file into a NUL-terminated malloc'd buffer; *len excludes the NUL.
+ * Refuses files larger than max bytes (IT_EFORMAT). Messages name the path. */
+int it__read_file(const char *path, size_t max, char **data, size_t *len, it_err *err);
+
+/* Joins a folder and a file name with one '/'; malloc'd, NULL on failure. */
+char *it__path_join(const char *dir, const char *name);
+
+/* 1 if path names a directory, 0 otherwise. */
+int it__is_dir(const char *path);
+/* 1 if path names an existing file of any kind, 0 otherwise. */
+int it__exists(const char *path);
+
+/* Atomic output: it__out_open creates a temporary file next to path (same folder, so the final
+ * rename stays within one filesystem); write with it__out_write; it__out_commit flushes, syncs and
+ * renames it over path; it__out_abort (also safe after a failed write or commit) removes it. */
+typedef struct it__out {
+    FILE *f;
+    char *path;
+    char *tmp;
+    int failed;
+} it__out;
+
+int it__out_open(it__out *o, const char *path, it_err *err);
+int it__out_write(it__out *o, const void *data, size_t len, it_err *err);
+int it__out_commit(it__out *o, it_err *err);
+void it__out_abort(it__out *o);
+
+#endif /* ITERIS_INTERNAL_H */

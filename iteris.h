@@ -1,0 +1,359 @@
+/* iteris.h -- IterIS LoRA merging in plain C11 (libc, libm, POSIX threads).
+ *
+ * IterIS (Chen et al., "IterIS: Iterative Inference-Solving Alignment for LoRA Merging", CVPR 2025,
+ * arXiv 2411.15231) merges N LoRA adapters of one base model into one adapter, using a few unlabeled
+ * samples per task: run the model, record the inputs of every LoRA-targeted layer, solve a regularised
+ * least-squares problem per layer in closed form, re-run the merged model to refresh those inputs, repeat.
+ *
+ * This header is the whole public API. Conventions (see STYLE.md in the design notes):
+ *   - every name starts with it_ (types, functions) or IT_ (constants);
+ *   - a function returns an int status, IT_OK (0) or one of the IT_E* codes below, and never prints
+ *     or exits; when it fails it fills the caller's it_err (which may be NULL) with a one-line message
+ *     naming the file, tensor or key and what was expected;
+ *   - objects come in *_open / *_load and *_close / *_free pairs, and *_close(NULL) does nothing;
+ *   - views (it_tensor, it_json) point into memory owned by the handle they came from and are valid
+ *     until that handle is closed.
+ *
+ * Usage: list the tensors of a checkpoint and convert one to float32.
+ *
+ *     it_err err;
+ *     it_st *st;
+ *     if (it_st_open(&st, "model.safetensors", &err) != IT_OK) {
+ *         fprintf(stderr, "%s\n", err.msg);          // e.g. "model.safetensors: ... (InvalidOffset)"
+ *         return 1;
+ *     }
+ *     for (size_t i = 0; i < it_st_count(st); i++) {
+ *         const it_tensor *t = it_st_tensor(st, i);  // sorted by name
+ *         printf("%s %s %llu elements\n", t->name, it_dtype_name(t->dtype), (unsigned long long)t->numel);
+ *     }
+ *     const it_tensor *w = it_st_find(st, "lm_head.weight");
+ *     float *f = w ? malloc(w->numel * sizeof *f) : NULL;
+ *     if (f && it_tensor_to_f32(w, f, &err) == IT_OK) { ... }
+ *     free(f);
+ *     it_st_close(st);
+ */
+#ifndef ITERIS_H
+#define ITERIS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define IT_VERSION "0.1.0"
+
+/* ============================================================================================ */
+/* Status codes and error messages                                                               */
+/* ============================================================================================ */
+
+enum {
+    IT_OK = 0,
+    IT_ENOMEM,       /* out of memory, or a size computation that would overflow */
+    IT_EIO,          /* a file could not be opened, read, written or renamed */
+    IT_EFORMAT,      /* malformed input; the message names the file and the rule it breaks */
+    IT_EINVAL,       /* an invalid argument or option */
+    IT_ENOTFOUND,    /* a named file, tensor or key is absent */
+    IT_EUNSUPPORTED, /* well-formed input that this version does not handle */
+    IT_ENOTSPD       /* a matrix that should be symmetric positive definite is not */
+};
+
+#define IT_ERR_MAX 512
+
+/* The error record filled by a failing call: the same code the call returns and a one-line,
+ * NUL-terminated message without a trailing newline. */
+typedef struct it_err {
+    int code;
+    char msg[IT_ERR_MAX];
+} it_err;
+
+/* A short, static description of a status code ("malformed input", ...). */
+const char *it_strerror(int code);
+
+/* ============================================================================================ */
+/* JSON (json.c): a strict RFC 8259 parser                                                       */
+/* ============================================================================================ */
+/*
+ * Accepts exactly RFC 8259 JSON text: one value with optional surrounding whitespace (space, tab,
+ * LF, CR). Refuses: invalid UTF-8 anywhere (overlong forms, UTF-16 surrogates encoded in UTF-8,
+ * code points above U+10FFFF), a byte order mark, control characters in strings, bad escapes, lone
+ * or mismatched \u surrogates, leading zeros, "+1", ".5", "1.", NaN/Infinity, numbers whose
+ * magnitude overflows a double, trailing commas, comments, and nesting deeper than
+ * IT_JSON_MAX_DEPTH arrays/objects (so a megabyte of '[' is an error, not a stack overflow).
+ * Every error message starts with "at byte N:" (N counted from 0 in the given text).
+ *
+ * Numbers follow serde_json (which the safetensors reference reader uses): an integer literal (no
+ * fraction, no exponent) in [-2^63, 2^64) is IT_JSON_INT and kept exact, except "-0", which is the
+ * float -0.0; every other number is IT_JSON_NUM. Both carry their value as a double in d.
+ */
+#define IT_JSON_MAX_DEPTH 128
+
+typedef enum {
+    IT_JSON_NULL,
+    IT_JSON_FALSE,
+    IT_JSON_TRUE,
+    IT_JSON_INT, /* integer literal; exact in i (when i_ok) and in u (when u_ok) */
+    IT_JSON_NUM, /* any other number: d */
+    IT_JSON_STR, /* s, len */
+    IT_JSON_ARR, /* items[n] */
+    IT_JSON_OBJ  /* keys[n], keylens[n], items[n], in document order */
+} it_json_type;
+
+typedef struct it_json it_json;
+struct it_json {
+    it_json_type type;
+    size_t pos;            /* byte offset of the value's first character in the text */
+    int64_t i;             /* INT: the value, when i_ok */
+    uint64_t u;            /* INT: the value, when u_ok (non-negative) */
+    int i_ok, u_ok;        /* INT: whether the value fits int64 / uint64 */
+    double d;              /* INT and NUM: the value as a double (correctly rounded) */
+    const char *s;         /* STR: UTF-8 bytes, NUL-terminated (may also contain NUL) */
+    size_t len;            /* STR: byte length, without the terminating NUL */
+    size_t n;              /* ARR, OBJ: number of items */
+    it_json *items;        /* ARR, OBJ: the values [n] */
+    const char **keys;     /* OBJ: the keys [n], NUL-terminated */
+    const size_t *keylens; /* OBJ: byte length of each key [n] */
+    const size_t *keypos;  /* OBJ: byte offset of each key's opening quote [n] */
+    size_t ndup;           /* OBJ: how many keys repeat an earlier key of this object (0 = none) */
+};
+
+typedef struct it_json_doc it_json_doc;
+
+enum {
+    IT_JSON_NODUP = 1 /* refuse an object in which a key appears twice (the error names it) */
+};
+
+/* Parses text[0..len). On success *out owns every node; free it with it_json_free. */
+int it_json_parse(it_json_doc **out, const void *text, size_t len, unsigned flags, it_err *err);
+const it_json *it_json_root(const it_json_doc *doc);
+void it_json_free(it_json_doc *doc);
+
+/* The value of the first member named key (compared bytewise, key NUL-terminated), or NULL when
+ * obj is NULL, not an object, or has no such member. */
+const it_json *it_json_get(const it_json *obj, const char *key);
+
+/* A static name for a type: "null", "false", "true", "integer", "number", "string", "array",
+ * "object". */
+const char *it_json_type_name(it_json_type type);
+
+/* ============================================================================================ */
+/* Element types (safetensors.c)                                                                 */
+/* ============================================================================================ */
+
+/* The dtypes of the safetensors format, in the order of the reference's Dtype enum: the reference
+ * writer lays tensors out by this order, descending, then by name. */
+typedef enum {
+    IT_BOOL,
+    IT_F4,          /* OCP MXFP4 e2m1, 4 bits */
+    IT_F6_E2M3,     /* 6 bits */
+    IT_F6_E3M2,     /* 6 bits */
+    IT_U8,
+    IT_I8,
+    IT_F8_E5M2,     /* OCP fp8, with inf */
+    IT_F8_E4M3,     /* OCP fp8 "fn": no inf, 0x7f/0xff are NaN */
+    IT_F8_E8M0,     /* OCP MX scale: 2^(e-127), 0xff is NaN */
+    IT_F8_E4M3FNUZ, /* AMD fp8: bias 8, no inf, no -0, 0x80 is NaN */
+    IT_F8_E5M2FNUZ, /* AMD fp8: bias 16, no inf, no -0, 0x80 is NaN */
+    IT_I16,
+    IT_U16,
+    IT_F16,
+    IT_BF16,
+    IT_I32,
+    IT_U32,
+    IT_F32,
+    IT_C64,         /* complex: two f32 */
+    IT_F64,
+    IT_I64,
+    IT_U64,
+    IT_DTYPE_COUNT
+} it_dtype;
+
+const char *it_dtype_name(it_dtype dtype);                        /* "F32", ...; "?" if invalid */
+int it_dtype_from_name(const char *name, size_t len, it_dtype *out); /* IT_OK or IT_ENOTFOUND */
+int it_dtype_bits(it_dtype dtype);                                 /* bits per element */
+
+/* Scalar conversions, exact or correctly rounded (round to nearest, ties to even). */
+float it_f16_to_f32(uint16_t h);
+float it_bf16_to_f32(uint16_t b);
+uint16_t it_f32_to_f16(float f);  /* overflow gives inf; NaN stays NaN */
+uint16_t it_f32_to_bf16(float f); /* NaN stays (quiet) NaN */
+float it_f8_to_f32(it_dtype dtype, uint8_t v); /* any of the five 8-bit float dtypes */
+
+/* ============================================================================================ */
+/* safetensors (safetensors.c)                                                                   */
+/* ============================================================================================ */
+
+/* One tensor: a view into a file mapping (reading) or into the caller's memory (writing). */
+typedef struct it_tensor {
+    const char *name;
+    it_dtype dtype;
+    size_t ndim;
+    const uint64_t *shape; /* [ndim]; ndim 0 is a scalar with one element */
+    uint64_t numel;        /* product of shape */
+    size_t nbytes;         /* numel * bits / 8 */
+    const void *data;      /* [nbytes] little-endian, row-major, no alignment guaranteed */
+    size_t file;           /* reading: index of the file (shard) that holds it */
+    uint64_t begin;        /* reading: data_offsets[0], relative to that file's byte buffer */
+} it_tensor;
+
+typedef struct it_st it_st;
+
+/* Opens a .safetensors file (memory-mapped; read into memory where mmap is not possible) or a
+ * sharded checkpoint through its *.safetensors.index.json, whose shards are opened as one set.
+ * Every rule of the reference reader is enforced, in its order; a broken rule is IT_EFORMAT with
+ * the message "<file>: <what> (<reference error name>)", e.g. "(InvalidOffset)". Duplicate tensor
+ * names are refused. */
+int it_st_open(it_st **out, const char *path, it_err *err);
+
+/* The same on an in-memory file image; buf is not copied and must outlive the handle. name is
+ * used in messages. */
+int it_st_open_mem(it_st **out, const void *buf, size_t len, const char *name, it_err *err);
+
+void it_st_close(it_st *st);
+
+size_t it_st_count(const it_st *st);
+const it_tensor *it_st_tensor(const it_st *st, size_t i);     /* i < count, sorted by name */
+const it_tensor *it_st_find(const it_st *st, const char *name); /* NULL if absent */
+
+/* __metadata__: has_meta tells whether the key was present (an empty map counts); entries are in
+ * document order (for a sharded set: the union over shards, first occurrence wins). */
+int it_st_has_meta(const it_st *st);
+size_t it_st_meta_count(const it_st *st);
+void it_st_meta_at(const it_st *st, size_t i, const char **key, const char **value);
+const char *it_st_meta_get(const it_st *st, const char *key); /* NULL if absent */
+
+size_t it_st_file_count(const it_st *st);           /* 1, or the number of shards */
+const char *it_st_file_path(const it_st *st, size_t i);
+
+/* Converts a tensor to float32 (out has numel elements). Every float and integer dtype converts
+ * (integers and F64 rounded to nearest); C64, F4 and F6 are IT_EUNSUPPORTED. */
+int it_tensor_to_f32(const it_tensor *t, float *out, it_err *err);
+
+/* Encodes n float32 values as dtype (F32, F64, F16 or BF16; others IT_EUNSUPPORTED) into dst,
+ * little-endian. */
+int it_f32_encode(void *dst, it_dtype dtype, const float *src, size_t n, it_err *err);
+
+/* Writes tensors[0..n) to path exactly as the reference writer lays them out: tensors sorted by
+ * dtype (descending enum order) then name, compact JSON header padded with spaces to a multiple of
+ * 8 bytes. Only name, dtype, ndim, shape, data and nbytes of each tensor are used; nbytes must
+ * match dtype and shape. meta_keys/meta_values hold nmeta entries, written in that order; with
+ * meta_keys NULL the header has no __metadata__ at all. The file is written under a temporary
+ * name in the same folder and renamed over path only when complete. */
+int it_st_save(const char *path, const it_tensor *tensors, size_t n, const char *const *meta_keys,
+               const char *const *meta_values, size_t nmeta, it_err *err);
+
+/* ============================================================================================ */
+/* Model and adapter configuration (model.c, lora.c)                                             */
+/* ============================================================================================ */
+
+typedef enum {
+    IT_ARCH_UNKNOWN,
+    IT_ARCH_LLAMA, /* Llama family: llama, mistral, qwen2 (model_type kept in it_config) */
+    IT_ARCH_T5,
+    IT_ARCH_CLIP,
+    IT_ARCH_UNET   /* diffusers UNet2DConditionModel */
+} it_arch;
+
+#define IT_NAME_MAX 64
+
+/* The sizes of a model, read from its config.json. Fields that do not apply are 0 (or ""). The
+ * struct describes the file: settings a forward pass may not implement (scaled RoPE, per-block UNet
+ * head counts) are recorded here, and each forward pass checks the fields it needs. */
+typedef struct it_config {
+    it_arch arch;
+    char model_type[IT_NAME_MAX];   /* "llama", "qwen2", "t5", "clip", "unet" ... */
+    char class_name[IT_NAME_MAX];   /* architectures[0] or _class_name */
+    /* transformers (Llama family, T5, CLIP text tower) */
+    int64_t vocab_size;
+    int64_t hidden;                 /* hidden_size / d_model */
+    int64_t intermediate;           /* intermediate_size / d_ff */
+    int64_t layers;                 /* num_hidden_layers / num_layers */
+    int64_t decoder_layers;         /* T5 */
+    int64_t heads;
+    int64_t kv_heads;               /* Llama GQA */
+    int64_t head_dim;
+    int64_t max_position_embeddings; /* Llama family, CLIP text tower (reference default when absent) */
+    double norm_eps;                /* CLIP: the text tower's */
+    char act[IT_NAME_MAX];          /* hidden_act / dense_act_fn; CLIP: the text tower's */
+    int gated;                      /* T5 is_gated_act */
+    int tie_word_embeddings;
+    int attention_bias, mlp_bias;
+    /* RoPE (Llama family, FACTS 4.4), from rope_scaling or v5 rope_parameters (which wins) */
+    double rope_theta;
+    char rope_type[IT_NAME_MAX];    /* "default", "linear", "dynamic", "llama3", "yarn", ... as written */
+    double rope_factor;             /* factor; 0 when absent */
+    double rope_low_freq_factor;    /* llama3 low_freq_factor; 0 when absent */
+    double rope_high_freq_factor;   /* llama3 high_freq_factor; 0 when absent */
+    int64_t rope_original_max_pos;  /* original_max_position_embeddings; 0 when absent */
+    double rope_attention_factor;   /* yarn / longrope attention_factor; 0 when absent */
+    double partial_rotary_factor;   /* in (0, 1]; 1 when absent */
+    /* CLIP vision tower and projection */
+    int64_t vision_hidden, vision_intermediate, vision_layers, vision_heads;
+    int64_t image_size, patch_size, projection_dim;
+    char vision_act[IT_NAME_MAX];   /* the vision tower's hidden_act */
+    double vision_norm_eps;         /* the vision tower's layer_norm_eps */
+    /* UNet */
+    int64_t in_channels, out_channels, sample_size, layers_per_block, cross_attention_dim;
+    int64_t norm_groups;
+    int64_t attention_head_dim;     /* block 0's entry of attention_head_dims */
+    int use_linear_projection;      /* proj_in / proj_out are Linear (SD2.x), not 1x1 Conv2d */
+    int64_t nblocks;                /* number of entries of block_out_channels, 1 to 8 */
+    int64_t block_out_channels[8];  /* [nblocks] */
+    int64_t attention_head_dims[8]; /* [nblocks] heads per block (diffusers' attention_head_dim) */
+    int64_t transformer_layers[8];  /* [nblocks] transformer_layers_per_block */
+} it_config;
+
+/* Reads config.json (path may be the file or the folder that holds it). */
+int it_config_load(it_config *cfg, const char *path, it_err *err);
+
+/* A one-line human description of a configuration ("llama (LlamaForCausalLM): hidden 64, ..."). */
+void it_config_describe(const it_config *cfg, char *buf, size_t size);
+
+/* One entry of rank_pattern or alpha_pattern: a PEFT pattern key and its value. */
+typedef struct it_lora_pattern {
+    char *key;
+    double value;
+} it_lora_pattern;
+
+/* The fields of a PEFT adapter_config.json that decide what an adapter does. Strings and arrays
+ * are owned by the struct: release them with it_lora_config_free. */
+typedef struct it_lora_config {
+    char peft_type[IT_NAME_MAX];    /* "LORA" */
+    char task_type[IT_NAME_MAX];    /* "CAUSAL_LM", ... or "" */
+    char bias[IT_NAME_MAX];         /* "none", "all", "lora_only" */
+    int64_t r;
+    double lora_alpha;
+    int use_rslora, use_dora, fan_in_fan_out, lora_bias;
+    char *target_regex;             /* target_modules given as one string (a regex), or NULL */
+    size_t ntargets;
+    char **targets;                 /* target_modules given as a list [ntargets] */
+    char *exclude_regex;            /* exclude_modules as a string, or NULL */
+    size_t nexclude;
+    char **exclude;                 /* exclude_modules as a list [nexclude] */
+    size_t nlayers;
+    int64_t *layers_to_transform;   /* [nlayers]; none when 0 */
+    size_t nlayers_pattern;
+    char **layers_pattern;          /* [nlayers_pattern] */
+    size_t nmodules_to_save;
+    char **modules_to_save;         /* [nmodules_to_save] */
+    size_t nrank_pattern;
+    it_lora_pattern *rank_pattern;  /* [nrank_pattern], in file order */
+    size_t nalpha_pattern;
+    it_lora_pattern *alpha_pattern; /* [nalpha_pattern], in file order */
+    char *base_model;               /* base_model_name_or_path, or NULL (informational) */
+} it_lora_config;
+
+/* Reads adapter_config.json (path may be the file or the adapter folder). On failure *cfg holds
+ * nothing that needs freeing. */
+int it_lora_config_load(it_lora_config *cfg, const char *path, it_err *err);
+void it_lora_config_free(it_lora_config *cfg); /* frees the members; NULL is harmless */
+
+/* A one-line human description ("LoRA r 4, alpha 16 (scale 4), targets q_proj, ..."). */
+void it_lora_config_describe(const it_lora_config *cfg, char *buf, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ITERIS_H */

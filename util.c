@@ -1,0 +1,269 @@
+/* util.c -- errors, checked sizes, whole-file reads and atomic writes shared by the library. */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ============================================================================================ */
+/* Errors                                                                                        */
+/* ============================================================================================ */
+
+const char *it_strerror(int code)
+{
+    switch (code) {
+    case IT_OK: return "success";
+    case IT_ENOMEM: return "out of memory";
+    case IT_EIO: return "input/output error";
+    case IT_EFORMAT: return "malformed input";
+    case IT_EINVAL: return "invalid argument";
+    case IT_ENOTFOUND: return "not found";
+    case IT_EUNSUPPORTED: return "unsupported";
+    case IT_ENOTSPD: return "matrix not positive definite";
+    default: return "unknown error";
+    }
+}
+
+int it__fail(it_err *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        err->code = code;
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+void it__err_prefix(it_err *err, const char *prefix)
+{
+    if (!err) return;
+    size_t p = strlen(prefix), m = strnlen(err->msg, IT_ERR_MAX - 1);
+    if (p > IT_ERR_MAX - 3) p = IT_ERR_MAX - 3;
+    if (m > IT_ERR_MAX - 3 - p) m = IT_ERR_MAX - 3 - p; /* keep the prefix, cut the tail */
+    memmove(err->msg + p + 2, err->msg, m);
+    memcpy(err->msg, prefix, p);
+    err->msg[p] = ':';
+    err->msg[p + 1] = ' ';
+    err->msg[p + 2 + m] = 0;
+}
+
+void it__err_append(it_err *err, const char *sep, const char *text)
+{
+    if (!err) return;
+    size_t len = strnlen(err->msg, IT_ERR_MAX - 1);
+    for (const char *parts[2] = {sep, text}, **p = parts; p < parts + 2; p++)
+        for (const char *c = *p; *c && len < IT_ERR_MAX - 1; c++) err->msg[len++] = *c;
+    err->msg[len] = 0;
+}
+
+/* ============================================================================================ */
+/* Checked sizes and allocation                                                                  */
+/* ============================================================================================ */
+
+int it__mul_size(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a) return -1;
+    *out = a * b;
+    return 0;
+}
+
+int it__add_size(size_t a, size_t b, size_t *out)
+{
+    if (b > SIZE_MAX - a) return -1;
+    *out = a + b;
+    return 0;
+}
+
+int it__mul_u64(uint64_t a, uint64_t b, uint64_t *out)
+{
+    if (a != 0 && b > UINT64_MAX / a) return -1;
+    *out = a * b;
+    return 0;
+}
+
+void *it__malloc_n(size_t n, size_t size)
+{
+    size_t bytes;
+    if (it__mul_size(n, size, &bytes)) return NULL;
+    return malloc(bytes ? bytes : 1);
+}
+
+void *it__calloc(size_t n, size_t size)
+{
+    return calloc(n ? n : 1, size ? size : 1);
+}
+
+char *it__strndup(const char *s, size_t len)
+{
+    if (len == SIZE_MAX) return NULL;
+    char *d = malloc(len + 1);
+    if (!d) return NULL;
+    memcpy(d, s, len);
+    d[len] = 0;
+    return d;
+}
+
+char *it__strdup(const char *s)
+{
+    return it__strndup(s, strlen(s));
+}
+
+/* ============================================================================================ */
+/* Files                                                                                         */
+/* ============================================================================================ */
+
+int it__open_regular(const char *path, int *fdp, size_t *size, it_err *err)
+{
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer; it has no effect on regular files */
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) return it__fail(err, errno == ENOENT ? IT_ENOTFOUND : IT_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    int rc = IT_OK;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) rc = it__fail(err, IT_EIO, "%s: not a regular file", path);
+    else if ((uintmax_t)st.st_size > SIZE_MAX) rc = it__fail(err, IT_EIO, "%s: too large for this machine's address space", path);
+    if (rc != IT_OK) {
+        close(fd);
+        return rc;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl != -1) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    *fdp = fd;
+    *size = (size_t)st.st_size;
+    return IT_OK;
+}
+
+int it__read_file(const char *path, size_t max, char **data, size_t *len, it_err *err)
+{
+    *data = NULL;
+    *len = 0;
+    size_t cap;
+    int fd, rc = it__open_regular(path, &fd, &cap, err);
+    if (rc != IT_OK) return rc;
+    if (cap > max) {
+        close(fd);
+        return it__fail(err, IT_EFORMAT, "%s: file of %zu bytes is larger than the %zu-byte limit", path, cap, max);
+    }
+    size_t n = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf) {
+        close(fd);
+        return it__fail(err, IT_ENOMEM, "%s: out of memory reading %zu bytes", path, cap);
+    }
+    int rerr = 0;
+    while (n < cap) {
+        ssize_t got = read(fd, buf + n, cap - n);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) rerr = errno;
+        if (got <= 0) break; /* an error, or a file that shrank while we read it */
+        n += (size_t)got;
+    }
+    close(fd);
+    if (rerr) {
+        free(buf);
+        return it__fail(err, IT_EIO, "%s: read failed: %s", path, strerror(rerr));
+    }
+    buf[n] = 0;
+    *data = buf;
+    *len = n;
+    return IT_OK;
+}
+
+char *it__path_join(const char *dir, const char *name)
+{
+    size_t a = strlen(dir), b = strlen(name);
+    int slash = a > 0 && dir[a - 1] != '/';
+    char *p = malloc(a + (size_t)slash + b + 1);
+    if (!p) return NULL;
+    memcpy(p, dir, a);
+    if (slash) p[a] = '/';
+    memcpy(p + a + (size_t)slash, name, b + 1);
+    return p;
+}
+
+int it__is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int it__exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* ---- atomic output: write "<path>.tmp.XXXXXX", fsync, rename ---- */
+
+int it__out_open(it__out *o, const char *path, it_err *err)
+{
+    memset(o, 0, sizeof *o);
+    size_t n = strlen(path);
+    char *tmp = malloc(n + sizeof ".tmp.XXXXXX");
+    o->path = it__strdup(path);
+    if (!o->path || !tmp) {
+        free(tmp);
+        it__out_abort(o);
+        return it__fail(err, IT_ENOMEM, "%s: out of memory", path);
+    }
+    memcpy(tmp, path, n);
+    memcpy(tmp + n, ".tmp.XXXXXX", sizeof ".tmp.XXXXXX");
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        int e = errno;
+        free(tmp);
+        it__out_abort(o);
+        return it__fail(err, IT_EIO, "%s: cannot create a temporary file beside it: %s", path, strerror(e));
+    }
+    o->tmp = tmp; /* from here on, it__out_abort removes it */
+    fchmod(fd, 0644); /* mkstemp creates 0600; outputs are ordinary files */
+    o->f = fdopen(fd, "wb");
+    if (!o->f) {
+        close(fd);
+        it__out_abort(o);
+        return it__fail(err, IT_EIO, "%s: cannot open the temporary file", path);
+    }
+    return IT_OK;
+}
+
+int it__out_write(it__out *o, const void *data, size_t len, it_err *err)
+{
+    if (o->failed) return IT_EIO;
+    if (len && fwrite(data, 1, len, o->f) != len) {
+        o->failed = 1;
+        return it__fail(err, IT_EIO, "%s: write failed: %s", o->path, strerror(errno));
+    }
+    return IT_OK;
+}
+
+int it__out_commit(it__out *o, it_err *err)
+{
+    int rc = IT_OK;
+    if (o->failed) rc = it__fail(err, IT_EIO, "%s: an earlier write failed", o->path);
+    if (rc == IT_OK && (fflush(o->f) != 0 || fsync(fileno(o->f)) != 0))
+        rc = it__fail(err, IT_EIO, "%s: write failed: %s", o->path, strerror(errno));
+    if (fclose(o->f) != 0 && rc == IT_OK) rc = it__fail(err, IT_EIO, "%s: write failed: %s", o->path, strerror(errno));
+    o->f = NULL;
+    if (rc == IT_OK && rename(o->tmp, o->path) != 0)
+        rc = it__fail(err, IT_EIO, "%s: cannot rename the finished file into place: %s", o->path, strerror(errno));
+    if (rc == IT_OK) {
+        free(o->tmp);
+        o->tmp = NULL;
+    }
+    it__out_abort(o);
+    return rc;
+}
+
+void it__out_abort(it__out *o)
+{
+    if (o->f) fclose(o->f);
+    if (o->tmp) unlink(o->tmp);
+    free(o->tmp);
+    free(o->path);
+    memset(o, 0, sizeof *o);
+}
