@@ -112,4 +112,53 @@ int it__out_write(it__out *o, const void *data, size_t len, it_err *err);
 int it__out_commit(it__out *o, it_err *err);
 void it__out_abort(it__out *o);
 
+/* ---- threads (thread.c) ---- */
+
+/* Runs fn(ctx, i) for every i in [0, n) on the thread pool and returns when all are done. The
+ * order is unspecified: each i must write its own outputs. */
+void it__parallel_for(size_t n, void (*fn)(void *ctx, size_t i), void *ctx);
+
+/* ---- GEMM micro-kernels (linalg.c, linalg_<isa>.c) ---- */
+
+/* The micro-kernel contract, one per precision (BLIS-style, row-major C):
+ *   a  packed op(A): k groups of MR values, a[p*MR + i] = op(A)[i][p] (rows past m are zero);
+ *   b  packed op(B): k groups of NR values, b[p*NR + j] = op(B)[p][j] (columns past n are zero);
+ *   for i < m <= MR and j < n <= NR:  C[i*ldc + j] = fma(alpha, acc[i][j], beta * C[i*ldc + j])
+ *   in the SIMD kernels (alpha * acc + beta * C, unfused, in the portable one), or alpha * acc[i][j]
+ *   when beta == 0 (C is then not read), where acc[i][j] accumulates a[p*MR + i] * b[p*NR + j] over
+ *   p = 0, 1, ..., k-1 in that order (fused multiply-adds in the SIMD kernels). A full tile and a
+ *   partial one compute the same values. */
+typedef void (*it__skern)(size_t k, const float *a, const float *b, float *c, size_t ldc, float alpha, float beta,
+                          size_t m, size_t n);
+typedef void (*it__dkern)(size_t k, const double *a, const double *b, double *c, size_t ldc, double alpha,
+                          double beta, size_t m, size_t n);
+
+/* A kernel set: micro-tiles MR x NR and cache blocking (KC: depth of a packed panel; NB: columns of
+ * op(B) packed at once, to stay in L2; MB: rows of op(A) packed at once, to stay in L3). */
+/* The base case of the triangular solves: X op(L) = B for B [m x n], n <= IT__TRSM_BASE, with exactly the
+ * operations of it_dtrsm_right_naive (separate multiply and subtract, in the same order), only
+ * vectorised across rows: results identical to the naive routine. */
+#define IT__TRSM_BASE 64
+typedef void (*it__dtrsm_rows)(it_op op, size_t m, size_t n, const double *L, size_t ldl, double *B, size_t ldb);
+
+typedef struct it__kernels {
+    const char *name;
+    size_t smr, snr, skc, snb, smb; /* float */
+    size_t dmr, dnr, dkc, dnb, dmb; /* double */
+    it__skern sgemm;
+    it__dkern dgemm;
+    it__dtrsm_rows dtrsm_rows;
+} it__kernels;
+
+extern const it__kernels it__kernels_generic; /* linalg.c: portable C, always there */
+extern const it__kernels it__kernels_avx2;    /* linalg_avx2.c (x86-64 builds with SIMD) */
+extern const it__kernels it__kernels_avx512;  /* linalg_avx512.c */
+extern const it__kernels it__kernels_neon;    /* linalg_neon.c (aarch64 builds with SIMD) */
+
+/* The kernel set in use (chosen at the first call). */
+const it__kernels *it__kern(void);
+
+/* Flops done by the GEMM driver since the start (2 m n k per call; for the benchmarks). */
+uint64_t it__gemm_flops(void);
+
 #endif /* ITERIS_INTERNAL_H */

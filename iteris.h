@@ -244,6 +244,96 @@ int it_st_save(const char *path, const it_tensor *tensors, size_t n, const char 
                const char *const *meta_values, size_t nmeta, it_err *err);
 
 /* ============================================================================================ */
+/* Linear algebra (linalg.c, linalg_<isa>.c, thread.c)                                           */
+/* ============================================================================================ */
+/*
+ * Matrices are row-major with a leading dimension (the distance between rows, in elements).
+ * Every optimised routine has a naive twin (suffix _naive) with the same contract: the tests'
+ * oracle. Work is split between threads by output blocks only, so every result is bit-identical
+ * for any thread count. The micro-kernels are chosen at the first call from CPUID (AVX-512F,
+ * AVX2+FMA, NEON, or portable C), or forced with the environment variable IT_ARCH=generic|avx2|
+ * avx512|neon or it_set_kernels.
+ */
+#define IT_MAX_THREADS 256
+
+/* Threads used by the library: ITERIS_THREADS, else all online CPUs, until set here. */
+int it_set_threads(int n); /* IT_EINVAL outside [1, IT_MAX_THREADS] */
+int it_get_threads(void);
+
+/* The kernel set in use ("avx512", "avx2", "neon", "generic"), and a way to force one:
+ * IT_EUNSUPPORTED when this CPU or build lacks it. */
+const char *it_kernels(void);
+int it_set_kernels(const char *name);
+
+typedef enum { IT_N = 0, IT_T = 1 } it_op; /* op(X) = X or X^T */
+
+/* C = alpha op(A) op(B) + beta C with C [m x n], op(A) [m x k], op(B) [k x n]; A is stored
+ * [m x k] (IT_N) or [k x m] (IT_T), B likewise. With beta = 0, C is only written (NaNs in C do
+ * not propagate). IT_OK, or IT_ENOMEM when the packing buffers cannot be allocated. */
+int it_sgemm(it_op ta, it_op tb, size_t m, size_t n, size_t k, float alpha, const float *A, size_t lda,
+              const float *B, size_t ldb, float beta, float *C, size_t ldc);
+int it_dgemm(it_op ta, it_op tb, size_t m, size_t n, size_t k, double alpha, const double *A, size_t lda,
+              const double *B, size_t ldb, double beta, double *C, size_t ldc);
+/* Naive twins; it_sgemm_naive accumulates in double. */
+void it_sgemm_naive(it_op ta, it_op tb, size_t m, size_t n, size_t k, float alpha, const float *A, size_t lda,
+                    const float *B, size_t ldb, float beta, float *C, size_t ldc);
+void it_dgemm_naive(it_op ta, it_op tb, size_t m, size_t n, size_t k, double alpha, const double *A, size_t lda,
+                    const double *B, size_t ldb, double beta, double *C, size_t ldc);
+
+/* Statistics over row blocks (DESIGN.md section 1), accumulated in double:
+ *   it_gram:       G [d x d] += X^T X, X [rows x d]; only the upper triangle (j >= i) of G is
+ *                  updated, the strict lower triangle is not touched;
+ *   it_gram_cross: C [d1 x d2] += X^T Y, X [rows x d1], Y [rows x d2] (same rows).
+ * IT_OK or IT_ENOMEM. */
+int it_gram(double *G, size_t ldg, const float *X, size_t ldx, size_t rows, size_t d);
+int it_gram_cross(double *C, size_t ldc, const float *X, size_t ldx, const float *Y, size_t ldy, size_t rows,
+                   size_t d1, size_t d2);
+void it_gram_naive(double *G, size_t ldg, const float *X, size_t ldx, size_t rows, size_t d);
+void it_gram_cross_naive(double *C, size_t ldc, const float *X, size_t ldx, const float *Y, size_t ldy,
+                         size_t rows, size_t d1, size_t d2);
+
+/* Cholesky A = L L^T of a symmetric positive definite A [n x n]: reads the lower triangle, writes
+ * L there; the strict upper triangle is not touched. IT_ENOTSPD if a pivot is not positive (or
+ * not finite): *pivot (if not NULL) is its 0-based index, and A is partly overwritten; IT_ENOMEM. */
+int it_dpotrf(double *A, size_t lda, size_t n, size_t *pivot);
+int it_dpotrf_naive(double *A, size_t lda, size_t n, size_t *pivot);
+
+/* Triangular solves with many right-hand sides, L [n x n] lower triangular (upper triangle not
+ * read), overwriting B with X:
+ *   it_dtrsm_left:  op(L) X = B, B [n x m];
+ *   it_dtrsm_right: X op(L) = B, B [m x n].
+ * IT_OK or IT_ENOMEM. A zero on the diagonal of L gives infinities, as in LAPACK. */
+int it_dtrsm_left(it_op op, size_t n, size_t m, const double *L, size_t ldl, double *B, size_t ldb);
+int it_dtrsm_right(it_op op, size_t m, size_t n, const double *L, size_t ldl, double *B, size_t ldb);
+void it_dtrsm_left_naive(it_op op, size_t n, size_t m, const double *L, size_t ldl, double *B, size_t ldb);
+void it_dtrsm_right_naive(it_op op, size_t m, size_t n, const double *L, size_t ldl, double *B, size_t ldb);
+
+/* X = P Q^-1 for Q [n x n] symmetric positive definite and P [m x n]: P is overwritten by X and
+ * the lower triangle of Q by its Cholesky factor. IT_ENOTSPD as it_dpotrf. */
+int it_dposv_right(double *Q, size_t ldq, size_t n, double *P, size_t ldp, size_t m, size_t *pivot);
+
+/* Truncated SVD W ~ U diag(S) Vt of W [m x n] at rank r <= min(m, n): U [m x r], S [r]
+ * (descending, >= 0), Vt [r x n], with orthonormal columns of U and rows of Vt; *energy (if not
+ * NULL) = sum(S^2) / ||W||_F^2, the retained energy (1 when W = 0). Accurate to the Eckart-Young
+ * optimum: small matrices by one-sided Jacobi, large ones by subspace iteration from a seeded
+ * random start until the retained energy converges. */
+int it_svd(const double *W, size_t m, size_t n, size_t r, double *U, double *S, double *Vt, double *energy,
+           uint64_t seed, it_err *err);
+/* The full SVD by one-sided Jacobi (the oracle): U [m x k], S [k], Vt [k x n], k = min(m, n). */
+int it_svd_jacobi(const double *W, size_t m, size_t n, double *U, double *S, double *Vt, it_err *err);
+
+/* Benchmarks (bench.c): one routine ("sgemm", "dgemm", "gram", "dpotrf" (f64 Cholesky), "svd")
+ * at size n, on it_get_threads() threads; the fastest of several runs. */
+typedef struct it_bench_result {
+    const char *routine;
+    size_t n;
+    int threads;
+    double gflops, seconds;
+} it_bench_result;
+
+int it_bench(const char *routine, size_t n, it_bench_result *out, it_err *err);
+
+/* ============================================================================================ */
 /* Model and adapter configuration (model.c, lora.c)                                             */
 /* ============================================================================================ */
 

@@ -16,7 +16,8 @@ static const char *usage_text =
     "  inspect FILE|DIR [--json]   list the tensors, metadata and totals of a safetensors file, a\n"
     "                              sharded index or a model/adapter folder (and what it is)\n"
     "  demo [--out DIR] [--json]   build a small model and adapters, merge them with every method\n"
-    "  bench [gemm|gram|chol|svd|all] [--n N] [--threads T] [--json]\n"
+    "  bench [gemm|gram|chol|svd|all] [--n N[,N...]] [--threads T] [--json]\n"
+    "                              GFLOP/s of the linear algebra (sizes 256 to 4096 by default)\n"
     "  merge, eval, forward, solve (see README.md)\n"
     "\n"
     "  iteris --version            print the version\n";
@@ -328,12 +329,80 @@ static int cmd_inspect(int argc, char **argv)
 }
 
 /* ============================================================================================ */
+/* bench                                                                                         */
+/* ============================================================================================ */
+
+/* A positive integer option value, or 0. */
+static long positive(const char *s)
+{
+    char *end;
+    long v = s ? strtol(s, &end, 10) : 0;
+    return s && *s && *end == 0 && v > 0 ? v : 0;
+}
+
+static int cmd_bench(int argc, char **argv)
+{
+    const char *what = "all";
+    size_t sizes[16] = {256, 512, 1024, 2048, 4096}, nsizes = 5;
+    int json = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) {
+            json = 1;
+        } else if (!strcmp(argv[i], "--n") && i + 1 < argc) { /* one size, or a comma-separated list */
+            nsizes = 0;
+            for (char *tok = strtok(argv[++i], ","); tok && nsizes < 16; tok = strtok(NULL, ",")) {
+                long v = positive(tok);
+                if (!v || v > 65536) return usage("bench: --n takes sizes from 1 to 65536");
+                sizes[nsizes++] = (size_t)v;
+            }
+            if (!nsizes) return usage("bench: --n takes sizes from 1 to 65536");
+        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            long t = positive(argv[++i]);
+            if (!t || it_set_threads((int)t) != IT_OK) return usage("bench: --threads takes 1 to 256");
+        } else if (argv[i][0] != '-' && !strcmp(what, "all")) {
+            what = argv[i];
+        } else {
+            return usage("bench: unknown option");
+        }
+    }
+    const char *groups[][3] = {{"gemm", "sgemm", "dgemm"}, {"gram", "gram", NULL}, {"chol", "dpotrf", NULL}, {"svd", "svd", NULL}};
+    const char *routines[8];
+    size_t nr = 0;
+    for (size_t g = 0; g < 4; g++)
+        if (!strcmp(what, "all") || !strcmp(what, groups[g][0]))
+            for (int k = 1; k < 3 && groups[g][k]; k++) routines[nr++] = groups[g][k];
+    if (!nr) return usage("bench: which routine? gemm, gram, chol, svd or all");
+    if (json) printf("[");
+    else printf("iteris bench: kernels %s, %d thread%s\n%-8s %6s %8s %10s %10s\n", it_kernels(), it_get_threads(),
+                it_get_threads() == 1 ? "" : "s", "routine", "n", "threads", "GFLOP/s", "seconds");
+    int first = 1;
+    for (size_t r = 0; r < nr; r++)
+        for (size_t k = 0; k < nsizes; k++) {
+            it_bench_result b;
+            it_err err;
+            if (it_bench(routines[r], sizes[k], &b, &err) != IT_OK) {
+                if (json) printf("]\n");
+                return fail(&err);
+            }
+            if (json)
+                printf("%s{\"routine\": \"%s\", \"n\": %zu, \"threads\": %d, \"gflops\": %.3f, \"seconds\": %.6f}",
+                       first ? "" : ", ", b.routine, b.n, b.threads, b.gflops, b.seconds);
+            else
+                printf("%-8s %6zu %8d %10.2f %10.6f\n", b.routine, b.n, b.threads, b.gflops, b.seconds);
+            first = 0;
+            fflush(stdout);
+        }
+    if (json) printf("]\n");
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+/* ============================================================================================ */
 /* Commands that later issues fill in                                                            */
 /* ============================================================================================ */
 
 static int not_built(const char *cmd)
 {
-    fprintf(stderr, "iteris: '%s' is not built yet (this version has inspect; see README.md)\n", cmd);
+    fprintf(stderr, "iteris: '%s' is not built yet (this version has inspect and bench; see README.md)\n", cmd);
     return 1;
 }
 
@@ -350,7 +419,8 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
-    const char *later[] = {"merge", "eval", "forward", "solve", "demo", "bench"};
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
+    const char *later[] = {"merge", "eval", "forward", "solve", "demo"};
     for (size_t i = 0; i < sizeof later / sizeof *later; i++)
         if (!strcmp(cmd, later[i])) return not_built(cmd);
     return usage("unknown command");

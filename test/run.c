@@ -152,6 +152,7 @@ int main(int argc, char **argv)
     }
     suite_json();
     suite_dtype();
+    suite_linalg();
     suite_safetensors();
     suite_malformed();
     suite_config();

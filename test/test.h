@@ -43,6 +43,7 @@ const char *test_data(const char *rel);
 /* The suites, one per test file. */
 void suite_json(void);
 void suite_dtype(void);
+void suite_linalg(void);
 void suite_safetensors(void);
 void suite_malformed(void);
 void suite_config(void);

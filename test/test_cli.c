@@ -143,6 +143,32 @@ static void version_and_unbuilt_commands(void)
     run_free(&r);
 }
 
+/* bench --json prints a list of {"routine", "n", "threads", "gflops", "seconds"}. */
+static void bench_json_lists_results(void)
+{
+    run_result r = run_cli("bench gemm --n 64,96 --threads 1 --json");
+    it_json_doc *doc = NULL;
+    it_err err;
+    CHECK(r.status == 0 && r.out && it_json_parse(&doc, r.out, r.outlen, IT_JSON_NODUP, &err) == IT_OK);
+    const it_json *list = doc ? it_json_root(doc) : NULL;
+    CHECK(list && list->type == IT_JSON_ARR && list->n == 4); /* sgemm and dgemm at two sizes */
+    for (size_t i = 0; list && i < list->n; i++) {
+        const it_json *e = &list->items[i], *rt = it_json_get(e, "routine"), *gf = it_json_get(e, "gflops");
+        CHECK(rt && (!strcmp(rt->s, "sgemm") || !strcmp(rt->s, "dgemm")));
+        CHECK(it_json_get(e, "n") && it_json_get(e, "n")->i == (i % 2 ? 96 : 64));
+        CHECK(it_json_get(e, "threads") && it_json_get(e, "threads")->i == 1);
+        CHECK(gf && gf->d > 0 && it_json_get(e, "seconds") && it_json_get(e, "seconds")->d > 0);
+    }
+    it_json_free(doc);
+    run_free(&r);
+    r = run_cli("bench gemm --threads 0");
+    CHECK(r.status == 2);
+    run_free(&r);
+    r = run_cli("bench nothing");
+    CHECK(r.status == 2);
+    run_free(&r);
+}
+
 void suite_cli(void)
 {
     RUN(inspect_json_matches_file);
@@ -150,4 +176,5 @@ void suite_cli(void)
     RUN(inspect_text_lists_everything);
     RUN(inspect_refuses_cleanly);
     RUN(version_and_unbuilt_commands);
+    RUN(bench_json_lists_results);
 }
