@@ -271,9 +271,9 @@ typedef enum { IT_N = 0, IT_T = 1 } it_op; /* op(X) = X or X^T */
  * [m x k] (IT_N) or [k x m] (IT_T), B likewise. With beta = 0, C is only written (NaNs in C do
  * not propagate). IT_OK, or IT_ENOMEM when the packing buffers cannot be allocated. */
 int it_sgemm(it_op ta, it_op tb, size_t m, size_t n, size_t k, float alpha, const float *A, size_t lda,
-              const float *B, size_t ldb, float beta, float *C, size_t ldc);
+             const float *B, size_t ldb, float beta, float *C, size_t ldc);
 int it_dgemm(it_op ta, it_op tb, size_t m, size_t n, size_t k, double alpha, const double *A, size_t lda,
-              const double *B, size_t ldb, double beta, double *C, size_t ldc);
+             const double *B, size_t ldb, double beta, double *C, size_t ldc);
 /* Naive twins; it_sgemm_naive accumulates in double. */
 void it_sgemm_naive(it_op ta, it_op tb, size_t m, size_t n, size_t k, float alpha, const float *A, size_t lda,
                     const float *B, size_t ldb, float beta, float *C, size_t ldc);
@@ -287,7 +287,7 @@ void it_dgemm_naive(it_op ta, it_op tb, size_t m, size_t n, size_t k, double alp
  * IT_OK or IT_ENOMEM. */
 int it_gram(double *G, size_t ldg, const float *X, size_t ldx, size_t rows, size_t d);
 int it_gram_cross(double *C, size_t ldc, const float *X, size_t ldx, const float *Y, size_t ldy, size_t rows,
-                   size_t d1, size_t d2);
+                  size_t d1, size_t d2);
 void it_gram_naive(double *G, size_t ldg, const float *X, size_t ldx, size_t rows, size_t d);
 void it_gram_cross_naive(double *C, size_t ldc, const float *X, size_t ldx, const float *Y, size_t ldy,
                          size_t rows, size_t d1, size_t d2);
