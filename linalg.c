@@ -147,33 +147,43 @@ int it_set_kernels(const char *name)
 /* A panel of width w from rows [r0, r0+rows) and depth [p0, p0+depth) of M = op(src), where M[r][p]
  * is src[r*ld + p] (t = IT_N) or src[p*ld + r] (t = IT_T): micro-panels of w rows, each laid out
  * p-major (dst[p*w + r]), rows past the end zero. op(A) is packed as is; op(B) is packed as the
- * rows of op(B)^T (the caller flips t). */
+ * rows of op(B)^T (the caller flips t). The source is always read along its rows: with a leading
+ * dimension that is a multiple of 4 KiB, reading down a column would map every access to one cache
+ * set. */
 
-static void pack_ss(float *dst, const float *src, size_t ld, it_op t, size_t r0, size_t rows, size_t p0, size_t depth,
-                    size_t w)
+static void pack_ss(float *dst, const float *src, size_t ld, it_op t, size_t r0, size_t rows, size_t p0,
+                    size_t depth, size_t w)
 {
-    for (size_t ir = 0; ir < rows; ir += w) {
+    for (size_t ir = 0; ir < rows; ir += w, dst += depth * w) {
         size_t h = rows - ir < w ? rows - ir : w;
-        for (size_t p = 0; p < depth; p++, dst += w) {
-            const float *s = t == IT_N ? src + (r0 + ir) * ld + p0 + p : src + (p0 + p) * ld + r0 + ir;
-            size_t step = t == IT_N ? ld : 1;
-            for (size_t r = 0; r < h; r++) dst[r] = s[r * step];
-            for (size_t r = h; r < w; r++) dst[r] = 0.0f;
+        for (size_t r = 0; t == IT_N && r < h; r++) { /* row r of M is contiguous: read it in order */
+            const float *s = src + (r0 + ir + r) * ld + p0;
+            for (size_t p = 0; p < depth; p++) dst[p * w + r] = s[p];
         }
+        for (size_t p = 0; t == IT_T && p < depth; p++) { /* column p of M is contiguous */
+            const float *s = src + (p0 + p) * ld + r0 + ir;
+            for (size_t r = 0; r < h; r++) dst[p * w + r] = s[r];
+        }
+        for (size_t p = 0; h < w && p < depth; p++)
+            for (size_t r = h; r < w; r++) dst[p * w + r] = 0.0f;
     }
 }
 
 static void pack_dd(double *dst, const double *src, size_t ld, it_op t, size_t r0, size_t rows, size_t p0,
                     size_t depth, size_t w)
 {
-    for (size_t ir = 0; ir < rows; ir += w) {
+    for (size_t ir = 0; ir < rows; ir += w, dst += depth * w) {
         size_t h = rows - ir < w ? rows - ir : w;
-        for (size_t p = 0; p < depth; p++, dst += w) {
-            const double *s = t == IT_N ? src + (r0 + ir) * ld + p0 + p : src + (p0 + p) * ld + r0 + ir;
-            size_t step = t == IT_N ? ld : 1;
-            for (size_t r = 0; r < h; r++) dst[r] = s[r * step];
-            for (size_t r = h; r < w; r++) dst[r] = 0.0;
+        for (size_t r = 0; t == IT_N && r < h; r++) { /* row r of M is contiguous: read it in order */
+            const double *s = src + (r0 + ir + r) * ld + p0;
+            for (size_t p = 0; p < depth; p++) dst[p * w + r] = s[p];
         }
+        for (size_t p = 0; t == IT_T && p < depth; p++) { /* column p of M is contiguous */
+            const double *s = src + (p0 + p) * ld + r0 + ir;
+            for (size_t r = 0; r < h; r++) dst[p * w + r] = s[r];
+        }
+        for (size_t p = 0; h < w && p < depth; p++)
+            for (size_t r = h; r < w; r++) dst[p * w + r] = 0.0;
     }
 }
 
@@ -181,14 +191,18 @@ static void pack_dd(double *dst, const double *src, size_t ld, it_op t, size_t r
 static void pack_sd(double *dst, const float *src, size_t ld, it_op t, size_t r0, size_t rows, size_t p0,
                     size_t depth, size_t w)
 {
-    for (size_t ir = 0; ir < rows; ir += w) {
+    for (size_t ir = 0; ir < rows; ir += w, dst += depth * w) {
         size_t h = rows - ir < w ? rows - ir : w;
-        for (size_t p = 0; p < depth; p++, dst += w) {
-            const float *s = t == IT_N ? src + (r0 + ir) * ld + p0 + p : src + (p0 + p) * ld + r0 + ir;
-            size_t step = t == IT_N ? ld : 1;
-            for (size_t r = 0; r < h; r++) dst[r] = s[r * step];
-            for (size_t r = h; r < w; r++) dst[r] = 0.0;
+        for (size_t r = 0; t == IT_N && r < h; r++) { /* row r of M is contiguous: read it in order */
+            const float *s = src + (r0 + ir + r) * ld + p0;
+            for (size_t p = 0; p < depth; p++) dst[p * w + r] = s[p];
         }
+        for (size_t p = 0; t == IT_T && p < depth; p++) { /* column p of M is contiguous */
+            const float *s = src + (p0 + p) * ld + r0 + ir;
+            for (size_t r = 0; r < h; r++) dst[p * w + r] = s[r];
+        }
+        for (size_t p = 0; h < w && p < depth; p++)
+            for (size_t r = h; r < w; r++) dst[p * w + r] = 0.0;
     }
 }
 
