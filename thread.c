@@ -31,7 +31,7 @@ static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER; /* a new job, or shutdown */
 static pthread_cond_t pool_done = PTHREAD_COND_INITIALIZER; /* the last worker left the job */
 static pthread_mutex_t submit_lock = PTHREAD_MUTEX_INITIALIZER; /* one job at a time */
-static int want_threads;                                       /* 0 = not decided yet */
+static atomic_int want_threads;                                /* 0 = not decided yet */
 static _Thread_local int inside_job;
 
 /* Waiting first spins on the atomic (a few tens of microseconds: the next job of a factorisation
@@ -126,12 +126,16 @@ static int default_threads(void)
     return c < 1 ? 1 : c > IT_MAX_THREADS ? IT_MAX_THREADS : (int)c;
 }
 
+/* Lock-free, so that code running inside a job (holding no lock, but with the submitter holding
+ * submit_lock) may ask. */
 int it_get_threads(void)
 {
-    pthread_mutex_lock(&submit_lock);
-    if (!want_threads) want_threads = default_threads();
-    int n = want_threads;
-    pthread_mutex_unlock(&submit_lock);
+    int n = atomic_load(&want_threads);
+    if (n == 0) {
+        int expected = 0;
+        n = default_threads();
+        if (!atomic_compare_exchange_strong(&want_threads, &expected, n)) n = expected;
+    }
     return n;
 }
 
@@ -140,7 +144,7 @@ int it_set_threads(int n)
     if (n < 1 || n > IT_MAX_THREADS) return IT_EINVAL;
     pthread_mutex_lock(&submit_lock);
     if (pool.nworkers && pool.nworkers != n - 1) pool_stop();
-    want_threads = n;
+    atomic_store(&want_threads, n);
     pthread_mutex_unlock(&submit_lock);
     return IT_OK;
 }
@@ -152,11 +156,12 @@ void it__parallel_for(size_t n, void (*fn)(void *ctx, size_t i), void *ctx)
         for (size_t i = 0; i < n; i++) fn(ctx, i);
         return;
     }
+    it_get_threads(); /* decided before the lock: it_get_threads takes none */
     pthread_mutex_lock(&submit_lock);
-    if (!want_threads) want_threads = default_threads();
+    int want = atomic_load(&want_threads);
     static int registered;
     if (!registered) registered = atexit(stop_at_exit) == 0;
-    if (!pool.workers && want_threads > 1) pool_start(want_threads - 1);
+    if (!pool.workers && want > 1) pool_start(want - 1);
     if (pool.nworkers == 0) { /* one thread: no pool */
         pthread_mutex_unlock(&submit_lock);
         for (size_t i = 0; i < n; i++) fn(ctx, i);
