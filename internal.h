@@ -133,6 +133,10 @@ typedef void (*it__skern)(size_t k, const float *a, const float *b, float *c, si
 typedef void (*it__dkern)(size_t k, const double *a, const double *b, double *c, size_t ldc, double alpha,
                           double beta, size_t m, size_t n);
 
+/* The largest micro-tile any kernel set may declare (scratch tiles in linalg.c are this size). */
+#define IT__MAX_MR 16
+#define IT__MAX_NR 64
+
 /* A kernel set: micro-tiles MR x NR and cache blocking (KC: depth of a packed panel; NB: columns of
  * op(B) packed at once, to stay in L2; MB: rows of op(A) packed at once, to stay in L3). */
 /* The base case of the triangular solves: X op(L) = B for B [m x n], n <= IT__TRSM_BASE, with exactly the

@@ -100,6 +100,7 @@ static int cpu_has(const char *name)
 /* The set called name, if this build has it and this CPU runs it. */
 static const it__kernels *kernels_named(const char *name)
 {
+    _Static_assert(GMR <= IT__MAX_MR && GNR <= IT__MAX_NR, "the portable micro-tile exceeds IT__MAX_MR x IT__MAX_NR");
     if (!strcmp(name, "generic")) return &it__kernels_generic;
 #ifdef IT__X86
     if (!strcmp(name, "avx512") && cpu_has("avx512")) return &it__kernels_avx512;
@@ -268,7 +269,7 @@ static int tile_split(int tri, size_t i, size_t h, size_t j, size_t w)
 static void run_split_tile(const gemm_t *g, size_t kb, const void *a, const void *b, size_t i, size_t j, size_t h,
                            size_t w, int first)
 {
-    double t[16 * 64];
+    double t[IT__MAX_MR * IT__MAX_NR];
     double beta = first ? g->dbeta : 1.0;
     double *c = (double *)g->C;
     g->kn->dgemm(kb, a, b, t, g->nr, 1.0, 0.0, h, w);

@@ -14,6 +14,9 @@
 #define DMR 6
 #define DNR 8
 
+_Static_assert(SMR <= IT__MAX_MR && SNR <= IT__MAX_NR && DMR <= IT__MAX_MR && DNR <= IT__MAX_NR,
+               "micro-tile larger than the contract's IT__MAX_MR x IT__MAX_NR");
+
 static void s_update_partial(const float *t, float *c, size_t ldc, float alpha, float beta, size_t m, size_t n)
 {
     for (size_t i = 0; i < m; i++)
