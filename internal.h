@@ -165,4 +165,26 @@ const it__kernels *it__kern(void);
 /* Flops done by the GEMM driver since the start (2 m n k per call; for the benchmarks). */
 uint64_t it__gemm_flops(void);
 
+/* Regular expressions (regex.c): the subset of Python's `re` that PEFT configurations use
+ * (target_modules / exclude_modules as one string, rank_pattern / alpha_pattern keys,
+ * layers_pattern): literals, '.', classes [...] with ranges and negation, escapes \d \w \s \D \W \S
+ * and escaped metacharacters, groups (...) and (?:...), alternation |, quantifiers * + ? {m} {m,}
+ * {m,n} and their lazy forms, anchors ^ $ (\A \Z). Matching is by simulation, linear in the
+ * subject's length (no catastrophic backtracking). */
+typedef struct it__re it__re;
+/* Compiles pattern; IT_EFORMAT with a message "...: at offset N: ..." for an unsupported or
+ * malformed pattern (the caller prefixes the file and key). */
+int it__re_compile(it__re **out, const char *pattern, it_err *err);
+void it__re_free(it__re *re);
+/* 1 when the pattern matches s[start..len) completely (re.fullmatch with pos=start: '^' and \A
+ * match only at absolute position 0, as Python's do), else 0. */
+int it__re_fullmatch(const it__re *re, const char *s, size_t len, size_t start);
+/* 1 when the pattern matches a prefix of s[start..len) (re.match), else 0. The spans Python would
+ * report (greedy / lazy as written, leftmost alternative first) go to cap (if not NULL): cap[2k],
+ * cap[2k+1] for group k (k = 0 the whole match) for k < ncap / 2; SIZE_MAX for a group that did
+ * not take part. */
+int it__re_match(const it__re *re, const char *s, size_t len, size_t start, size_t *cap, size_t ncap);
+/* The number of capturing groups. */
+size_t it__re_groups(const it__re *re);
+
 #endif /* ITERIS_INTERNAL_H */

@@ -442,6 +442,79 @@ void it_lora_config_free(it_lora_config *cfg); /* frees the members; NULL is har
 /* A one-line human description ("LoRA r 4, alpha 16 (scale 4), targets q_proj, ..."). */
 void it_lora_config_describe(const it_lora_config *cfg, char *buf, size_t size);
 
+
+/* ============================================================================================ */
+/* Adapters (lora.c): PEFT folders, kohya and diffusers Stable Diffusion files                  */
+/* ============================================================================================ */
+
+typedef enum {
+    IT_ADAPTER_PEFT,      /* a folder: adapter_config.json + adapter_model.safetensors */
+    IT_ADAPTER_KOHYA,     /* one .safetensors: lora_unet_* / lora_te_* with lora_down / lora_up / alpha */
+    IT_ADAPTER_DIFFUSERS  /* one .safetensors in diffusers' own namings (unet.* / text_encoder.*) */
+} it_adapter_format;
+
+typedef enum {
+    IT_LORA_LINEAR,       /* nn.Linear (or HF Conv1D with fan_in_fan_out) */
+    IT_LORA_CONV1X1,      /* nn.Conv2d with a 1x1 kernel: a per-pixel linear on the channels */
+    IT_LORA_EMBEDDING     /* nn.Embedding: lora_embedding_A [r, num_embeddings], _B [dim, r] */
+} it_lora_kind;
+
+/* One adapted module, always in the linear view: the delta is dW = scale * B A, [d_out x d_in],
+ * acting as y = x dW^T on input rows x [d_in]. For an embedding d_in is the number of embeddings
+ * and d_out the embedding size (the base tensor is [d_in, d_out]: transposed is 1); for a
+ * fan_in_fan_out module the base tensor is stored [d_in, d_out] as well. */
+typedef struct it_lora_module {
+    char *name;           /* module path in its model ("model.layers.0.self_attn.q_proj"); for a
+                           * kohya module not yet resolved, its kohya name ("lora_unet_..._to_q") */
+    char component[16];   /* "" for a PEFT folder (one model); "unet", "text_encoder",
+                           * "text_encoder_2" for Stable Diffusion files */
+    it_lora_kind kind;
+    int transposed;       /* the base weight is stored [d_in, d_out] (fan_in_fan_out, embeddings) */
+    int64_t d_out, d_in, r;
+    double alpha, scale;  /* scale = alpha / r, or alpha / sqrt(r) with use_rslora */
+    float *A;             /* [r x d_in], row-major, converted to f32 */
+    float *B;             /* [d_out x r] */
+} it_lora_module;
+
+typedef struct it_adapter {
+    char *path;           /* as given */
+    it_adapter_format format;
+    int has_config;       /* cfg was read from adapter_config.json (PEFT) */
+    it_lora_config cfg;   /* zeroed when has_config is 0 */
+    size_t n;
+    it_lora_module *mods; /* [n], sorted by (component, name) */
+    size_t nwarn;
+    char **warn;          /* [nwarn] one-line notes (tensors ignored as PEFT ignores them, ...) */
+} it_adapter;
+
+/* Reads an adapter: a PEFT folder (or its adapter_config.json), or one .safetensors file in kohya
+ * or diffusers naming. Validates what can be validated without the base model (shapes of A and B
+ * agree, r matches the configuration, no DoRA, no lora_bias, no LyCORIS, ...). */
+int it_adapter_load(it_adapter **out, const char *path, it_err *err);
+void it_adapter_free(it_adapter *a);
+
+/* The module of that component and name, or NULL. */
+const it_lora_module *it_adapter_find(const it_adapter *a, const char *component, const char *name);
+
+/* Maps kohya names of one component ("unet", "text_encoder") to module paths, given the module
+ * paths of that component's model (e.g. every tensor name ending in ".weight", without it): a kohya
+ * name is "lora_unet_" / "lora_te_" + the path with every '.' replaced by '_'. A kohya module that
+ * names no module is IT_ENOTFOUND naming it. Modules already resolved are left as they are. */
+int it_adapter_resolve(it_adapter *a, const char *component, const char *const *modules, size_t nmodules,
+                       it_err *err);
+
+/* dW = scale * B A into delta [d_out x d_in] (row-major, linear view), accumulated in double. */
+void it_lora_delta(const it_lora_module *m, double *delta);
+
+/* PEFT's target rule (check_target_module_exists, FACTS.md 2.5) for a module path: *out = 1 when
+ * cfg adapts it. IT_EFORMAT for a pattern this implementation cannot evaluate. */
+int it_lora_targets(const it_lora_config *cfg, const char *module, int *out, it_err *err);
+
+/* The rank and alpha PEFT gives a module (rank_pattern / alpha_pattern, FACTS.md 2.6), and the
+ * scale that follows (alpha / r, or alpha / sqrt(r) with use_rslora). */
+int it_lora_module_rank(const it_lora_config *cfg, const char *module, int64_t *r, double *alpha, double *scale,
+                        it_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -156,6 +156,9 @@ int main(int argc, char **argv)
     suite_safetensors();
     suite_malformed();
     suite_config();
+    suite_regex();
+    suite_lora();
+    suite_solve();
     suite_cli();
     suite_fuzz();
     printf("%d passed, %d failed\n", passed, failed);

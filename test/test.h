@@ -47,6 +47,9 @@ void suite_linalg(void);
 void suite_safetensors(void);
 void suite_malformed(void);
 void suite_config(void);
+void suite_regex(void);
+void suite_lora(void);
+void suite_solve(void);
 void suite_cli(void);
 void suite_fuzz(void);
 

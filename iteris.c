@@ -1,0 +1,2 @@
+/* iteris.c -- the IterIS solve and the baselines (being written). */
+#include "internal.h"
