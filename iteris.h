@@ -515,6 +515,90 @@ int it_lora_targets(const it_lora_config *cfg, const char *module, int *out, it_
 int it_lora_module_rank(const it_lora_config *cfg, const char *module, int64_t *r, double *alpha, double *scale,
                         it_err *err);
 
+
+/* ============================================================================================ */
+/* The solve (iteris.c): one site at a time, free of any architecture                            */
+/* ============================================================================================ */
+
+/* Merging methods; it_method_name gives the names reports use (DESIGN.md section 3). */
+typedef enum {
+    IT_METHOD_ITERIS,  /* IterIS (DESIGN.md section 1) */
+    IT_METHOD_REGMEAN, /* RegMean (Jin et al. 2023) */
+    IT_METHOD_LINEAR,  /* task arithmetic: sum_i w_i dW_i */
+    IT_METHOD_TIES,    /* TIES (Yadav et al. 2023): trim, elect sign, disjoint mean */
+    IT_METHOD_DARE,    /* DARE (Yu et al. 2024): drop, rescale, sum */
+    IT_METHOD_CAT      /* exact concatenation of the low-rank factors: sum_i w_i dW_i, no approximation */
+} it_method;
+
+const char *it_method_name(it_method m);
+int it_method_parse(const char *name, it_method *m); /* IT_EINVAL for an unknown name */
+
+typedef struct it_solve_opts {
+    it_method method;
+    double alpha1, alpha2; /* IterIS: a1, a2 (default 1e-7, the official implementation's) */
+    double reg_mix;        /* IterIS: beta of Xh = (1 - beta) Xt + beta X, in [0, 1] (default 0) */
+    int with_pretrain;     /* solve for (and output) the whole weight W0 + dW instead of the delta */
+    const double *weights; /* [nweights] manual weights, or NULL for the method's default: 1 for
+                            * iteris, regmean, ties and cat; 1/N for linear and dare */
+    size_t nweights;       /* must equal the number of tasks when weights is set */
+    double regmean_alpha;  /* RegMean: scale of the Grams' off-diagonal entries (default 0.9) */
+    double density;        /* TIES: fraction of entries kept per task (default 0.2) */
+    int ties_frequency;    /* TIES: elect the sign by the count of signs, not the total (default 0) */
+    double drop;           /* DARE: drop probability p (default 0.5) */
+    uint64_t seed;         /* DARE's masks (default 0) */
+} it_solve_opts;
+
+void it_solve_opts_default(it_solve_opts *o);
+
+/* One task's part in a site. dW_i is scale * B A when A is set, else the dense delta when set,
+ * else 0 (the task does not adapt the site; with the union-of-targets rule its model runs W0 there).
+ * Statistics are d_in x d_in, row-major, both triangles filled: xx = X_i^T X_i, xt = X_i^T Xt_i,
+ * tt = Xt_i^T Xt_i (xt and tt NULL mean Xt_i = X_i, iteration 0). Methods without statistics
+ * (linear, ties, dare, cat) read none of them. */
+typedef struct it_site_task {
+    const float *A, *B;    /* [r x d_in], [d_out x r] */
+    int64_t r;
+    double scale;
+    const double *delta;   /* [d_out x d_in] */
+    const double *xx, *xt, *tt;
+    double out_norm2;      /* ||X_i (W0 + dW_i)^T||_F^2 when known, or < 0 to compute it from xx */
+} it_site_task;
+
+typedef struct it_site {
+    const char *name;      /* for messages */
+    int64_t d_out, d_in;
+    const float *w0;       /* the base weight [d_out x d_in] in the linear view, or NULL for zero */
+    size_t ntasks;
+    const it_site_task *tasks;
+} it_site;
+
+/* What a solve reports besides W*. */
+typedef struct it_site_info {
+    double ridge;          /* the ridge added to Q, relative to its mean diagonal, so that Cholesky
+                            * succeeded (0: none was needed) */
+    double *lambda;        /* [ntasks] out, or NULL: IterIS's adaptive weights l_i (times m_i not
+                            * included) */
+} it_site_info;
+
+/* W* [d_out x d_in] (double, row-major) for one site by the chosen method: the merged delta, or the
+ * whole weight with with_pretrain. IT_EINVAL for options out of range, statistics that are not
+ * finite or reach no task; IT_ENOTSPD if Q stays singular under every ridge tried; IT_ENOMEM. */
+int it_site_solve(const it_site *site, const it_solve_opts *o, double *wstar, it_site_info *info, it_err *err);
+
+
+/* Called after each site of it_solve_features: k of nsites, with its info (lambda [ntasks]). */
+typedef void (*it_solve_progress)(void *ctx, const char *site, size_t k, size_t nsites, const it_site_info *info,
+                                  size_t ntasks);
+
+/* `iteris solve`: the solve on supplied features (DESIGN.md section 3), so that other
+ * implementations can be checked against this one. The file holds, per site, <site>.delta.<i>
+ * (dW_i [d_out x d_in], scale folded in; absent: the task does not adapt the site), <site>.X.<i>
+ * (X_i [rows x d_in]), optionally <site>.Xt.<i> (Xt_i, same rows; default X_i) and <site>.weight
+ * (W0; default 0), tasks i = 0..N-1, any float dtype. o->weights, when set, has N entries. Writes
+ * <site> = W* [d_out x d_in] as F32 or F64 to out (atomically). */
+int it_solve_features(const char *features, const char *out, it_dtype out_dtype, const it_solve_opts *o,
+                      it_solve_progress progress, void *ctx, it_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -18,7 +18,11 @@ static const char *usage_text =
     "  demo [--out DIR] [--json]   build a small model and adapters, merge them with every method\n"
     "  bench [gemm|gram|chol|svd|all] [--n N[,N...]] [--threads T] [--json]\n"
     "                              GFLOP/s of the linear algebra (sizes 256 to 4096 by default)\n"
-    "  merge, eval, forward, solve (see README.md)\n"
+    "  solve --features FILE --out FILE [--method M] [--alpha1 A] [--alpha2 A] [--reg-mix B]\n"
+    "        [--with-pretrain] [--weights w1,w2,..] [--seed S] [--threads T] [--dtype F32|F64] [-v]\n"
+    "                              W* per site from supplied features (<site>.delta.<i>,\n"
+    "                              <site>.X.<i>, <site>.Xt.<i>, <site>.weight)\n"
+    "  merge, eval, forward (see README.md)\n"
     "\n"
     "  iteris --version            print the version\n";
 
@@ -397,12 +401,137 @@ static int cmd_bench(int argc, char **argv)
 }
 
 /* ============================================================================================ */
+/* solve                                                                                         */
+/* ============================================================================================ */
+
+/* A finite number; 0 if s is not one. */
+static int number(const char *s, double *v)
+{
+    char *end;
+    if (!s || !*s) return 0;
+    *v = strtod(s, &end);
+    return *end == 0 && isfinite(*v);
+}
+
+#define MAX_TASKS 1024
+
+/* The options merge and solve share (DESIGN.md section 3). *i is at the option; returns 1 when
+ * it was one of them (consumed with its value), 0 when not, -1 (after printing usage) when bad. */
+static int solve_option(int argc, char **argv, int *i, it_solve_opts *o, double *weights, const char *cmd)
+{
+    const char *opt = argv[*i], *val = *i + 1 < argc ? argv[*i + 1] : NULL;
+    char why[160];
+    double v;
+    if (!strcmp(opt, "--with-pretrain")) {
+        o->with_pretrain = 1;
+        return 1;
+    }
+    static const char *const takes_value[] = {"--method", "--alpha1", "--alpha2", "--alpha", "--reg-mix",
+                                              "--weights", "--seed", "--threads", "--regmean-alpha",
+                                              "--density", "--ties-sign", "--drop"};
+    int known = 0;
+    for (size_t k = 0; k < sizeof takes_value / sizeof *takes_value; k++) known |= !strcmp(opt, takes_value[k]);
+    if (!known) return 0;
+    snprintf(why, sizeof why, "%s: %s needs a value", cmd, opt);
+    if (!val) return usage(why), -1;
+    (*i)++;
+    snprintf(why, sizeof why, "%s: %s: bad value '%s'", cmd, opt, val);
+    if (!strcmp(opt, "--method")) {
+        if (it_method_parse(val, &o->method) != IT_OK)
+            return usage("--method takes iteris, regmean, linear, ties, dare or cat"), -1;
+    } else if (!strcmp(opt, "--ties-sign")) {
+        if (strcmp(val, "total") && strcmp(val, "frequency")) return usage("--ties-sign takes total or frequency"), -1;
+        o->ties_frequency = !strcmp(val, "frequency");
+    } else if (!strcmp(opt, "--seed")) {
+        char *end;
+        unsigned long long s = strtoull(val, &end, 10);
+        if (!*val || *end || val[0] == '-') return usage(why), -1;
+        o->seed = s;
+    } else if (!strcmp(opt, "--threads")) {
+        long t = positive(val);
+        if (!t || it_set_threads((int)t) != IT_OK) return usage("--threads takes 1 to 256"), -1;
+    } else if (!strcmp(opt, "--weights")) {
+        o->nweights = 0;
+        const char *p = val;
+        for (;;) {
+            char *end;
+            double w = strtod(p, &end);
+            if (end == p || !isfinite(w) || o->nweights == MAX_TASKS || (*end && *end != ',')) return usage(why), -1;
+            weights[o->nweights++] = w;
+            if (!*end) break;
+            p = end + 1;
+        }
+        o->weights = weights;
+    } else {
+        if (!strcmp(opt, "--alpha") && !strcmp(val, "auto")) {
+            snprintf(why, sizeof why, "%s: --alpha auto needs calibration samples (iteris merge)", cmd);
+            return usage(why), -1;
+        }
+        if (!number(val, &v)) return usage(why), -1;
+        if (!strcmp(opt, "--alpha1")) o->alpha1 = v;
+        else if (!strcmp(opt, "--alpha2")) o->alpha2 = v;
+        else if (!strcmp(opt, "--alpha")) o->alpha1 = o->alpha2 = v;
+        else if (!strcmp(opt, "--reg-mix")) o->reg_mix = v;
+        else if (!strcmp(opt, "--regmean-alpha")) o->regmean_alpha = v;
+        else if (!strcmp(opt, "--density")) o->density = v;
+        else o->drop = v;
+    }
+    return 1;
+}
+
+static void solve_progress(void *ctx, const char *site, size_t k, size_t nsites, const it_site_info *info,
+                           size_t ntasks)
+{
+    if (!*(int *)ctx) return;
+    fprintf(stderr, "[%zu/%zu] %s", k + 1, nsites, site);
+    if (info->lambda && info->lambda[0] > 0) {
+        fputs("  lambda", stderr);
+        for (size_t i = 0; i < ntasks; i++) fprintf(stderr, " %.4g", info->lambda[i]);
+    }
+    if (info->ridge > 0) fprintf(stderr, "  ridge %.0e", info->ridge);
+    fputc('\n', stderr);
+}
+
+static int cmd_solve(int argc, char **argv)
+{
+    const char *features = NULL, *out = NULL;
+    it_solve_opts o;
+    it_solve_opts_default(&o);
+    static double weights[MAX_TASKS];
+    it_dtype dtype = IT_F32;
+    int verbose = 0;
+    for (int i = 0; i < argc; i++) {
+        int r = solve_option(argc, argv, &i, &o, weights, "solve");
+        if (r < 0) return 2;
+        if (r) continue;
+        if (!strcmp(argv[i], "--features") && i + 1 < argc) features = argv[++i];
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(argv[i], "--verbose") || !strcmp(argv[i], "-v")) verbose = 1;
+        else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
+            const char *d = argv[++i];
+            if (!strcmp(d, "F32") || !strcmp(d, "f32")) dtype = IT_F32;
+            else if (!strcmp(d, "F64") || !strcmp(d, "f64")) dtype = IT_F64;
+            else return usage("solve: --dtype takes F32 or F64");
+        } else {
+            char why[160];
+            snprintf(why, sizeof why, "solve: unknown option '%s'", argv[i]);
+            return usage(why);
+        }
+    }
+    if (!features || !out) return usage("solve: --features FILE and --out FILE are required");
+    it_err err;
+    if (it_solve_features(features, out, dtype, &o, solve_progress, &verbose, &err) != IT_OK) return fail(&err);
+    if (verbose) fprintf(stderr, "wrote %s\n", out);
+    return 0;
+}
+
+/* ============================================================================================ */
 /* Commands that later issues fill in                                                            */
 /* ============================================================================================ */
 
 static int not_built(const char *cmd)
 {
-    fprintf(stderr, "iteris: '%s' is not built yet (this version has inspect and bench; see README.md)\n", cmd);
+    fprintf(stderr, "iteris: '%s' is not built yet (this version has inspect, solve and bench; see README.md)\n", cmd);
     return 1;
 }
 
@@ -420,7 +549,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
-    const char *later[] = {"merge", "eval", "forward", "solve", "demo"};
+    if (!strcmp(cmd, "solve")) return cmd_solve(argc - 2, argv + 2);
+    const char *later[] = {"merge", "eval", "forward", "demo"};
     for (size_t i = 0; i < sizeof later / sizeof *later; i++)
         if (!strcmp(cmd, later[i])) return not_built(cmd);
     return usage("unknown command");
