@@ -588,13 +588,20 @@ static int split_key(const it_tensor *t, feat_key *k)
     return 0;
 }
 
-static int cmp_feat_key(const void *a, const void *b)
+/* Orders keys by site, then kind, then task. */
+static int cmp_site(const feat_key *x, const feat_key *y)
 {
-    const feat_key *x = a, *y = b;
     size_t n = x->site_len < y->site_len ? x->site_len : y->site_len;
     int c = memcmp(x->t->name, y->t->name, n);
     if (c) return c;
-    if (x->site_len != y->site_len) return x->site_len < y->site_len ? -1 : 1;
+    return x->site_len < y->site_len ? -1 : x->site_len > y->site_len;
+}
+
+static int cmp_feat_key(const void *a, const void *b)
+{
+    const feat_key *x = a, *y = b;
+    int c = cmp_site(x, y);
+    if (c) return c;
     if (x->kind != y->kind) return x->kind < y->kind ? -1 : 1;
     return x->task < y->task ? -1 : x->task > y->task;
 }
@@ -755,8 +762,7 @@ static int group_sites(const char *path, const it_st *st, feat_site **out, size_
         if (keys[i].kind != FEAT_WEIGHT && keys[i].task + 1 > maxtask) maxtask = keys[i].task + 1;
     }
     qsort(keys, nt, sizeof *keys, cmp_feat_key);
-    for (size_t i = 0; i < nt; i++) nsites += i == 0 || cmp_feat_key(&(feat_key){keys[i - 1].t, keys[i - 1].site_len, 0, 0},
-                                                                     &(feat_key){keys[i].t, keys[i].site_len, 0, 0}) != 0;
+    for (size_t i = 0; i < nt; i++) nsites += i == 0 || cmp_site(&keys[i - 1], &keys[i]) != 0;
     if (maxtask == 0) {
         free(keys);
         return it__fail(err, IT_EFORMAT, "%s: no task data (keys <site>.delta.<i> and <site>.X.<i>)", path);
@@ -766,9 +772,7 @@ static int group_sites(const char *path, const it_st *st, feat_site **out, size_
     size_t s = 0;
     for (size_t i = 0; rc == IT_OK && i < nt; i++) {
         const feat_key *k = &keys[i];
-        if (i > 0 && cmp_feat_key(&(feat_key){keys[i - 1].t, keys[i - 1].site_len, 0, 0},
-                                  &(feat_key){k->t, k->site_len, 0, 0}) != 0)
-            s++;
+        if (i > 0 && cmp_site(&keys[i - 1], k) != 0) s++;
         feat_site *fs = &sites[s];
         if (!fs->name) {
             fs->name = it__strndup(k->t->name, k->site_len);

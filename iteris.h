@@ -498,8 +498,11 @@ const it_lora_module *it_adapter_find(const it_adapter *a, const char *component
 
 /* Maps kohya names of one component ("unet", "text_encoder") to module paths, given the module
  * paths of that component's model (e.g. every tensor name ending in ".weight", without it): a kohya
- * name is "lora_unet_" / "lora_te_" + the path with every '.' replaced by '_'. A kohya module that
- * names no module is IT_ENOTFOUND naming it. Modules already resolved are left as they are. */
+ * name is "lora_unet_" / "lora_te_" + the path with every '.' replaced by '_' ("lora_te1_" is
+ * text_encoder too, "lora_te2_" text_encoder_2). A kohya module that names no module is IT_ENOTFOUND
+ * naming it; one whose spelling fits two model paths, or two modules that come to name one path, are
+ * IT_EFORMAT; another component is IT_EINVAL. On failure the adapter is unchanged. Modules already
+ * resolved are left as they are; the modules are sorted again. */
 int it_adapter_resolve(it_adapter *a, const char *component, const char *const *modules, size_t nmodules,
                        it_err *err);
 
@@ -598,6 +601,51 @@ typedef void (*it_solve_progress)(void *ctx, const char *site, size_t k, size_t 
  * <site> = W* [d_out x d_in] as F32 or F64 to out (atomically). */
 int it_solve_features(const char *features, const char *out, it_dtype out_dtype, const it_solve_opts *o,
                       it_solve_progress progress, void *ctx, it_err *err);
+
+
+/* ============================================================================================ */
+/* Merge outputs (output.c): delta, lora, model                                                  */
+/* ============================================================================================ */
+
+/* One merged site, as the writers take it. */
+typedef struct it_merged_site {
+    const char *name;      /* module path ("model.layers.0.self_attn.q_proj") */
+    it_lora_kind kind;     /* decides the tensor names and shapes of a lora output */
+    int transposed;        /* the base tensor is stored [d_in, d_out] (fan_in_fan_out, embeddings) */
+    int64_t d_out, d_in;
+    const double *w;       /* W* [d_out x d_in] as solved: the delta, or the whole weight (with_pretrain) */
+    const float *w0;       /* the base weight [d_out x d_in] (linear view), needed by lora with_pretrain */
+    int64_t rank_hint;     /* the sum of the input adapters' ranks here (the default output rank) */
+    const double *exact_A; /* cat: the exact factors, delta = exact_B exact_A; NULL otherwise */
+    const double *exact_B; /* [d_out x exact_r], exact_A [exact_r x d_in] */
+    int64_t exact_r;
+} it_merged_site;
+
+/* Creates a folder if it does not exist (its parent must). */
+int it_make_dir(const char *dir, it_err *err);
+
+/* `--format delta`: one safetensors file, <site> = W* [d_out x d_in] f32. */
+int it_write_delta(const char *path, const it_merged_site *sites, size_t n, it_err *err);
+
+typedef struct it_lora_out_opts {
+    int64_t rank;          /* r of the output; 0: per site the sum of the input ranks (exact factors
+                            * for cat), capped at min(d_out, d_in), and r the largest of those */
+    int with_pretrain;     /* sites' w are whole weights: the delta is w - w0 */
+    const char *base_model; /* base_model_name_or_path, or NULL */
+    const char *task_type;  /* task_type, or NULL */
+    uint64_t seed;         /* the SVD's random start */
+} it_lora_out_opts;
+
+/* `--format lora`: a PEFT adapter in folder dir (created if needed). energy [n] (if not NULL)
+ * receives each site's retained energy, *rank the r written. */
+int it_write_lora(const char *dir, const it_merged_site *sites, size_t n, const it_lora_out_opts *o, double *energy,
+                  int64_t *rank, it_err *err);
+
+/* `--format model`: the files of base_dir copied to dir with each site's tensor "<site>.weight"
+ * replaced by W0 + W* (W* with with_pretrain) in its own dtype; subfolders are skipped. Every
+ * site must have its tensor in one of the base's safetensors files (checked before writing). */
+int it_write_model(const char *dir, const char *base_dir, const it_merged_site *sites, size_t n, int with_pretrain,
+                   it_err *err);
 
 #ifdef __cplusplus
 }

@@ -482,13 +482,13 @@ static int solve_option(int argc, char **argv, int *i, it_solve_opts *o, double 
 static void solve_progress(void *ctx, const char *site, size_t k, size_t nsites, const it_site_info *info,
                            size_t ntasks)
 {
-    if (!*(int *)ctx) return;
+    if (!*(int *)ctx && info->ridge == 0) return; /* a ridge is always reported */
     fprintf(stderr, "[%zu/%zu] %s", k + 1, nsites, site);
     if (info->lambda && info->lambda[0] > 0) {
         fputs("  lambda", stderr);
         for (size_t i = 0; i < ntasks; i++) fprintf(stderr, " %.4g", info->lambda[i]);
     }
-    if (info->ridge > 0) fprintf(stderr, "  ridge %.0e", info->ridge);
+    if (info->ridge > 0) fprintf(stderr, "  warning: Q was not positive definite; ridge %.0e x mean diagonal added", info->ridge);
     fputc('\n', stderr);
 }
 

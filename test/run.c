@@ -159,6 +159,7 @@ int main(int argc, char **argv)
     suite_regex();
     suite_lora();
     suite_solve();
+    suite_output();
     suite_cli();
     suite_fuzz();
     printf("%d passed, %d failed\n", passed, failed);

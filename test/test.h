@@ -50,6 +50,7 @@ void suite_config(void);
 void suite_regex(void);
 void suite_lora(void);
 void suite_solve(void);
+void suite_output(void);
 void suite_cli(void);
 void suite_fuzz(void);
 

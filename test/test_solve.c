@@ -81,16 +81,20 @@ static void problem_free(problem *p)
         free(p->A[i]), free(p->B[i]), free(p->X[i]), free(p->Xt[i]), free(p->xx[i]), free(p->xt[i]), free(p->tt[i]);
 }
 
-/* dW_i = s B A in double. */
+/* dW_i = s B A in double (zero when the task does not adapt the site). */
 static double *naive_delta(const problem *p, size_t i)
 {
-    size_t m = p->m, n = p->n, r = p->r;
+    size_t m = p->m, n = p->n;
+    const it_site_task *t = &p->tasks[i];
+    size_t r = (size_t)t->r;
     double *d = calloc(m * n, sizeof *d);
+    if (t->delta) memcpy(d, t->delta, m * n * sizeof *d);
+    if (!t->A) return d;
     for (size_t a = 0; a < m; a++)
         for (size_t b = 0; b < n; b++) {
             double s = 0;
-            for (size_t k = 0; k < r; k++) s += (double)p->B[i][a * r + k] * (double)p->A[i][k * n + b];
-            d[a * n + b] = p->scale[i] * s;
+            for (size_t k = 0; k < r; k++) s += (double)t->B[a * r + k] * (double)t->A[k * n + b];
+            d[a * n + b] = t->scale * s;
         }
     return d;
 }
@@ -631,6 +635,97 @@ static void test_solve_features_file(void)
     problem_free(&p);
 }
 
+/* ============================================================================================ */
+/* The real fixture adapters (data/llama): union of targets, rsLoRA scales, captured inputs      */
+/* ============================================================================================ */
+
+/* Rows of every run of one variant at a site, concatenated: [28 x d_in] for the llama fixture. */
+static float *fixture_rows(const it_st *st, const char *variant, const char *site, size_t n, size_t *rows)
+{
+    const char *runs[] = {"seq0", "seq1", "seq2"};
+    float *X = NULL;
+    size_t total = 0;
+    for (int k = 0; k < 3; k++) {
+        char key[256];
+        snprintf(key, sizeof key, "%s/%s/in/%s", variant, runs[k], site);
+        const it_tensor *t = it_st_find(st, key);
+        if (!t || t->ndim != 2 || t->shape[1] != n) {
+            free(X);
+            return NULL;
+        }
+        X = realloc(X, (total + t->shape[0]) * n * sizeof *X);
+        it_tensor_to_f32(t, X + total * n, NULL);
+        total += t->shape[0];
+    }
+    *rows = total;
+    return X;
+}
+
+static void test_solve_fixture_llama(void)
+{
+    const char *names[3] = {"lora_r4_a16_all", "lora_r8_a8_rslora_attn", "lora_r4_a8_mlp"};
+    it_adapter *ad[3] = {NULL, NULL, NULL};
+    it_st *exp = NULL, *base = NULL;
+    it_err err;
+    for (int i = 0; i < 3; i++) {
+        char dir[256];
+        snprintf(dir, sizeof dir, "llama/adapters/%s", names[i]);
+        CHECKF(it_adapter_load(&ad[i], test_data(dir), &err) == IT_OK, "%s", err.msg);
+    }
+    CHECK(it_st_open(&exp, test_data("llama/expected.safetensors"), &err) == IT_OK);
+    CHECK(it_st_open(&base, test_data("llama/base/model.safetensors"), &err) == IT_OK);
+    if (!ad[0] || !ad[1] || !ad[2] || !exp || !base) goto done;
+    /* the union of the targets: adapter 0 targets all 14 sites */
+    CHECK(ad[0]->n == 14 && ad[1]->n == 8 && ad[2]->n == 6);
+    double worst = 0;
+    size_t untargeted = 0;
+    for (size_t s = 0; s < ad[0]->n; s++) {
+        const char *site = ad[0]->mods[s].name;
+        problem p;
+        memset(&p, 0, sizeof p);
+        p.m = (size_t)ad[0]->mods[s].d_out, p.n = (size_t)ad[0]->mods[s].d_in, p.N = 3;
+        char wname[256];
+        snprintf(wname, sizeof wname, "%s.weight", site);
+        const it_tensor *w0 = it_st_find(base, wname);
+        CHECK(w0 && w0->numel == p.m * p.n);
+        if (!w0) continue;
+        p.w0 = malloc(p.m * p.n * sizeof *p.w0);
+        it_tensor_to_f32(w0, p.w0, NULL);
+        for (size_t i = 0; i < 3; i++) {
+            const it_lora_module *mod = it_adapter_find(ad[i], "", site);
+            untargeted += !mod;
+            p.X[i] = fixture_rows(exp, names[i], site, p.n, &p.rows);
+            CHECK(p.X[i] != NULL);
+            if (!p.X[i]) break;
+            p.xx[i] = naive_cross(p.X[i], p.X[i], p.rows, p.n);
+            p.tasks[i] = (it_site_task){mod ? mod->A : NULL, mod ? mod->B : NULL, mod ? mod->r : 0,
+                                        mod ? mod->scale : 0, NULL, p.xx[i], NULL, NULL, -1.0};
+        }
+        p.site = (it_site){site, (int64_t)p.m, (int64_t)p.n, p.w0, 3, p.tasks};
+        if (p.X[0] && p.X[1] && p.X[2]) {
+            it_solve_opts o;
+            it_solve_opts_default(&o);
+            o.alpha1 = o.alpha2 = 0.05; /* 28 rows for d_in 64 or 160: regularise */
+            double *W = malloc(p.m * p.n * sizeof *W), *ref = malloc(p.m * p.n * sizeof *ref);
+            it_site_info info = {0, NULL};
+            CHECKF(it_site_solve(&p.site, &o, W, &info, &err) == IT_OK, "%s: %s", site, err.msg);
+            CHECK(info.ridge == 0);
+            naive_iteris(&p, 0.05, 0.05, 0, 0, NULL, ref, NULL);
+            double d = rel_diff(W, ref, p.m * p.n);
+            CHECKF(d < 1e-9, "%s: rel diff %.3g", site, d);
+            if (d > worst) worst = d;
+            free(W), free(ref);
+        }
+        for (size_t i = 0; i < 3; i++) p.A[i] = p.B[i] = NULL; /* owned by the adapters */
+        problem_free(&p);
+    }
+    CHECKF(untargeted == 14 * 3 - 28, "untargeted (site, task) pairs: %zu", untargeted);
+    test_note("14 sites of the llama fixture: worst rel diff %.3g", worst);
+done:
+    for (int i = 0; i < 3; i++) it_adapter_free(ad[i]);
+    it_st_close(exp), it_st_close(base);
+}
+
 void suite_solve(void)
 {
     RUN(test_solve_iteris_naive);
@@ -645,4 +740,5 @@ void suite_solve(void)
     RUN(test_solve_dare);
     RUN(test_solve_untargeted_task);
     RUN(test_solve_features_file);
+    RUN(test_solve_fixture_llama);
 }
