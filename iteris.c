@@ -859,3 +859,140 @@ int it_solve_features(const char *features, const char *out_path, it_dtype out_d
     it_st_close(st);
     return rc;
 }
+
+/* ============================================================================================ */
+/* Sites: the union of the adapters' targets, checked against the base                            */
+/* ============================================================================================ */
+
+void it_sites_free(it_site_def *sites, size_t n)
+{
+    for (size_t i = 0; sites && i < n; i++) free(sites[i].name), free((void *)sites[i].mods);
+    free(sites);
+}
+
+static const char *adapter_label(const it_adapter *a)
+{
+    return a->path ? a->path : "adapter";
+}
+
+/* The shape the base tensor of a module must have, as text and as dims. */
+static size_t base_shape(const it_site_def *s, uint64_t dims[4])
+{
+    if (s->kind == IT_LORA_CONV1X1) {
+        dims[0] = (uint64_t)s->d_out, dims[1] = (uint64_t)s->d_in, dims[2] = dims[3] = 1;
+        return 4;
+    }
+    dims[0] = (uint64_t)(s->transposed ? s->d_in : s->d_out);
+    dims[1] = (uint64_t)(s->transposed ? s->d_out : s->d_in);
+    return 2;
+}
+
+static void shape_text(const uint64_t *dims, size_t nd, char *buf, size_t size)
+{
+    size_t off = (size_t)snprintf(buf, size, "[");
+    for (size_t i = 0; i < nd && off < size; i++)
+        off += (size_t)snprintf(buf + off, size - off, "%s%llu", i ? ", " : "", (unsigned long long)dims[i]);
+    if (off < size) snprintf(buf + off, size - off, "]");
+}
+
+/* Checks every site against the base: collects up to three offenders into one message. */
+static int check_base(const it_site_def *sites, size_t n, const it_adapter *const *ad, size_t nad, const it_st *base,
+                      it_err *err)
+{
+    char msg[sizeof err->msg] = "";
+    size_t bad = 0, off = 0;
+    for (size_t s = 0; s < n; s++) {
+        const it_site_def *d = &sites[s];
+        size_t nl = strlen(d->name) + 8;
+        char *wname = it__malloc_n(nl, 1);
+        if (!wname) return it__fail(err, IT_ENOMEM, "out of memory");
+        snprintf(wname, nl, "%s.weight", d->name);
+        const it_tensor *t = it_st_find(base, wname);
+        free(wname);
+        uint64_t dims[4];
+        size_t nd = base_shape(d, dims);
+        int ok = t && t->ndim == nd;
+        for (size_t k = 0; ok && k < nd; k++) ok = t->shape[k] == dims[k];
+        if (ok) continue;
+        size_t who = 0;
+        while (who < nad && !d->mods[who]) who++;
+        char want[96], got[96];
+        shape_text(dims, nd, want, sizeof want);
+        if (t) shape_text(t->shape, t->ndim, got, sizeof got);
+        if (bad < 3 && off < sizeof msg)
+            off += (size_t)snprintf(msg + off, sizeof msg - off, "%s%s: %s needs a base weight %s, the base has %s",
+                                    bad ? "; " : "", adapter_label(ad[who]), d->name, want, t ? got : "none");
+        bad++;
+    }
+    if (!bad) return IT_OK;
+    return it__fail(err, IT_EFORMAT, "%s: adapters made for another base model? %s%s (%zu site%s in all)",
+                    it_st_file_path(base, 0), msg, bad > 3 ? "; ..." : "", bad, bad == 1 ? "" : "s");
+}
+
+/* One adapter's module, for sorting all of them by name. */
+typedef struct mod_ref {
+    const it_lora_module *m;
+    size_t adapter;
+} mod_ref;
+
+static int cmp_mod_ref(const void *a, const void *b)
+{
+    const mod_ref *x = a, *y = b;
+    int c = strcmp(x->m->name, y->m->name);
+    return c ? c : x->adapter < y->adapter ? -1 : x->adapter > y->adapter;
+}
+
+int it_sites_union(const it_adapter *const *ad, size_t nad, const char *component, const it_st *base,
+                   it_site_def **out, size_t *nout, it_err *err)
+{
+    *out = NULL, *nout = 0;
+    size_t nref = 0;
+    for (size_t i = 0; i < nad; i++) nref += ad[i]->n;
+    mod_ref *refs = it__malloc_n(nref ? nref : 1, sizeof *refs);
+    it_site_def *sites = it__calloc(nref ? nref : 1, sizeof *sites);
+    if (!refs || !sites) {
+        free(refs), free(sites);
+        return it__fail(err, IT_ENOMEM, "out of memory");
+    }
+    nref = 0;
+    for (size_t i = 0; i < nad; i++)
+        for (size_t k = 0; k < ad[i]->n; k++)
+            if (!strcmp(ad[i]->mods[k].component, component)) refs[nref++] = (mod_ref){&ad[i]->mods[k], i};
+    qsort(refs, nref, sizeof *refs, cmp_mod_ref);
+    size_t n = 0;
+    int rc = IT_OK;
+    for (size_t k = 0; rc == IT_OK && k < nref; k++) {
+        const it_lora_module *m = refs[k].m;
+        it_site_def *d = &sites[n - (n > 0 && !strcmp(sites[n - 1].name, m->name))];
+        if (d == &sites[n]) { /* a new site */
+            d->name = it__strdup(m->name);
+            d->mods = it__calloc(nad, sizeof *d->mods);
+            if (!d->name || !d->mods) {
+                free(d->name), free((void *)d->mods);
+                d->name = NULL, d->mods = NULL;
+                rc = it__fail(err, IT_ENOMEM, "out of memory");
+                break;
+            }
+            d->kind = m->kind, d->transposed = m->transposed, d->d_out = m->d_out, d->d_in = m->d_in;
+            n++;
+        } else if (d->kind != m->kind || d->transposed != m->transposed || d->d_out != m->d_out ||
+                   d->d_in != m->d_in) {
+            size_t first = 0;
+            while (first < nad && !d->mods[first]) first++;
+            rc = it__fail(err, IT_EFORMAT, "%s and %s disagree on %s: [%lld x %lld] against [%lld x %lld]",
+                          adapter_label(ad[first]), adapter_label(ad[refs[k].adapter]), m->name,
+                          (long long)d->d_out, (long long)d->d_in, (long long)m->d_out, (long long)m->d_in);
+            break;
+        }
+        d->mods[refs[k].adapter] = m;
+        d->rank_sum += m->r;
+    }
+    free(refs);
+    if (rc == IT_OK && base) rc = check_base(sites, n, ad, nad, base, err);
+    if (rc != IT_OK) {
+        it_sites_free(sites, n);
+        return rc;
+    }
+    *out = sites, *nout = n;
+    return IT_OK;
+}

@@ -589,6 +589,27 @@ typedef struct it_site_info {
 int it_site_solve(const it_site *site, const it_solve_opts *o, double *wstar, it_site_info *info, it_err *err);
 
 
+/* One site of a merge: a module that at least one adapter adapts (the union of the targets,
+ * DESIGN.md section 3), with each adapter's module there or NULL. */
+typedef struct it_site_def {
+    char *name;
+    it_lora_kind kind;
+    int transposed;
+    int64_t d_out, d_in;
+    int64_t rank_sum;                 /* the sum of the adapters' ranks here */
+    const it_lora_module **mods;      /* [nadapters]: adapter i's module, or NULL (dW_i = 0) */
+} it_site_def;
+
+/* The sites of a merge of nad adapters for one component ("" for PEFT folders, "unet",
+ * "text_encoder"), in name order, each checked against the base checkpoint: "<site>.weight" must
+ * exist with the module's shape ([d_out, d_in], transposed [d_in, d_out], [d_out, d_in, 1, 1] for a
+ * 1x1 convolution). A mismatch is IT_EFORMAT naming the first offending sites (up to three) and
+ * the adapter; adapters that disagree on a site's shape or kind likewise. base may be NULL (no
+ * check). */
+int it_sites_union(const it_adapter *const *ad, size_t nad, const char *component, const it_st *base,
+                   it_site_def **out, size_t *nout, it_err *err);
+void it_sites_free(it_site_def *sites, size_t n);
+
 /* Called after each site of it_solve_features: k of nsites, with its info (lambda [ntasks]). */
 typedef void (*it_solve_progress)(void *ctx, const char *site, size_t k, size_t nsites, const it_site_info *info,
                                   size_t ntasks);

@@ -726,6 +726,58 @@ done:
     it_st_close(exp), it_st_close(base);
 }
 
+/* The union of the llama fixture adapters' targets, checked against the base. */
+static void test_solve_sites_union(void)
+{
+    const char *names[3] = {"lora_r4_a16_all", "lora_r8_a8_rslora_attn", "lora_r4_a8_mlp"};
+    it_adapter *ad[3] = {NULL, NULL, NULL};
+    it_st *base = NULL;
+    it_err err;
+    for (int i = 0; i < 3; i++) {
+        char dir[256];
+        snprintf(dir, sizeof dir, "llama/adapters/%s", names[i]);
+        CHECK(it_adapter_load(&ad[i], test_data(dir), &err) == IT_OK);
+    }
+    CHECK(it_st_open(&base, test_data("llama/base/model.safetensors"), &err) == IT_OK);
+    if (!ad[0] || !ad[1] || !ad[2] || !base) goto done;
+    it_site_def *sites = NULL;
+    size_t n = 0;
+    /* the mlp and attention adapters alone: their union is all 14 sites */
+    const it_adapter *two[2] = {ad[1], ad[2]};
+    CHECKF(it_sites_union(two, 2, "", base, &sites, &n, &err) == IT_OK, "%s", err.msg);
+    CHECK(n == 14);
+    for (size_t s = 0; s < n; s++) {
+        int attn = strstr(sites[s].name, "self_attn") != NULL;
+        CHECKF((sites[s].mods[0] != NULL) == attn && (sites[s].mods[1] != NULL) == !attn, "%s", sites[s].name);
+        CHECK(sites[s].rank_sum == (attn ? 8 : 4));
+        if (s > 0) CHECK(strcmp(sites[s - 1].name, sites[s].name) < 0);
+    }
+    it_sites_free(sites, n);
+    const it_adapter *all[3] = {ad[0], ad[1], ad[2]};
+    CHECK(it_sites_union(all, 3, "", base, &sites, &n, &err) == IT_OK && n == 14);
+    for (size_t s = 0; s < n; s++) {
+        int attn = strstr(sites[s].name, "self_attn") != NULL;
+        CHECK(sites[s].rank_sum == 4 + (attn ? 8 : 4));
+    }
+    it_sites_free(sites, n);
+    /* another base: a q_proj of another shape, nothing else */
+    static float w[32 * 64];
+    static uint64_t shape[2] = {32, 64};
+    it_tensor t = {"model.layers.0.self_attn.q_proj.weight", IT_F32, 2, shape, 32 * 64, sizeof w, w, 0, 0};
+    const char *path = test_tmppath("other_base.safetensors");
+    CHECK(it_st_save(path, &t, 1, NULL, NULL, 0, NULL) == IT_OK);
+    it_st *other = NULL;
+    CHECK(it_st_open(&other, path, &err) == IT_OK);
+    CHECK(it_sites_union(all, 3, "", other, &sites, &n, &err) == IT_EFORMAT && sites == NULL);
+    CHECKF(strstr(err.msg, "lora_r4_a16_all: model.layers.0.mlp.down_proj needs a base weight [64, 160], the base has "
+                           "none") && strstr(err.msg, "(14 sites in all)"), "%s", err.msg);
+    test_note("%s", err.msg);
+    it_st_close(other);
+done:
+    for (int i = 0; i < 3; i++) it_adapter_free(ad[i]);
+    it_st_close(base);
+}
+
 void suite_solve(void)
 {
     RUN(test_solve_iteris_naive);
@@ -741,4 +793,5 @@ void suite_solve(void)
     RUN(test_solve_untargeted_task);
     RUN(test_solve_features_file);
     RUN(test_solve_fixture_llama);
+    RUN(test_solve_sites_union);
 }
