@@ -177,9 +177,10 @@ typedef struct it__re it__re;
 int it__re_compile(it__re **out, const char *pattern, it_err *err);
 void it__re_free(it__re *re);
 /* 1 when the pattern matches s[start..len) completely (re.fullmatch with pos=start: '^' and \A
- * match only at absolute position 0, as Python's do), else 0. */
+ * match only at absolute position 0, as Python's do), 0 when it does not, -1 when the working
+ * memory of a large pattern cannot be allocated (callers test == 1 and treat -1 as IT_ENOMEM). */
 int it__re_fullmatch(const it__re *re, const char *s, size_t len, size_t start);
-/* 1 when the pattern matches a prefix of s[start..len) (re.match), else 0. The spans Python would
+/* 1 when the pattern matches a prefix of s[start..len) (re.match), 0 when not, -1 out of memory. The spans Python would
  * report (greedy / lazy as written, leftmost alternative first) go to cap (if not NULL): cap[2k],
  * cap[2k+1] for group k (k = 0 the whole match) for k < ncap / 2; SIZE_MAX for a group that did
  * not take part. */

@@ -444,11 +444,12 @@ void it_lora_config_describe(const it_lora_config *cfg, char *buf, size_t size);
 
 
 /* ============================================================================================ */
-/* Adapters (lora.c): PEFT folders, kohya and diffusers Stable Diffusion files                  */
+/* Adapters (lora.c, lora_files.c): PEFT folders, kohya and diffusers Stable Diffusion files    */
 /* ============================================================================================ */
 
 typedef enum {
-    IT_ADAPTER_PEFT,      /* a folder: adapter_config.json + adapter_model.safetensors */
+    IT_ADAPTER_PEFT,      /* a folder: adapter_config.json + adapter_model.safetensors (keys with or without
+                           * "base_model.model.", as transformers' load_adapter takes them) */
     IT_ADAPTER_KOHYA,     /* one .safetensors: lora_unet_* / lora_te_* with lora_down / lora_up / alpha */
     IT_ADAPTER_DIFFUSERS  /* one .safetensors in diffusers' own namings (unet.* / text_encoder.*) */
 } it_adapter_format;
@@ -471,7 +472,9 @@ typedef struct it_lora_module {
     it_lora_kind kind;
     int transposed;       /* the base weight is stored [d_in, d_out] (fan_in_fan_out, embeddings) */
     int64_t d_out, d_in, r;
-    double alpha, scale;  /* scale = alpha / r, or alpha / sqrt(r) with use_rslora */
+    double alpha, scale;  /* scale = alpha / r, or alpha / sqrt(r) with use_rslora; a diffusers component with
+                           * neither alphas nor lora_adapter_metadata has diffusers' alpha, the rank of its
+                           * first lora_B, so scale first_r / r where ranks differ */
     float *A;             /* [r x d_in], row-major, converted to f32 */
     float *B;             /* [d_out x r] */
 } it_lora_module;
@@ -484,12 +487,19 @@ typedef struct it_adapter {
     size_t n;
     it_lora_module *mods; /* [n], sorted by (component, name) */
     size_t nwarn;
-    char **warn;          /* [nwarn] one-line notes (tensors ignored as PEFT ignores them, ...) */
+    char **warn;          /* [nwarn] one-line notes (tensors ignored as PEFT ignores them, modules where peft
+                           * 0.10's rules give another selection, rank or alpha than current peft's, ...) */
 } it_adapter;
 
 /* Reads an adapter: a PEFT folder (or its adapter_config.json), or one .safetensors file in kohya
  * or diffusers naming. Validates what can be validated without the base model (shapes of A and B
- * agree, r matches the configuration, no DoRA, no lora_bias, no LyCORIS, ...). */
+ * agree, r matches the configuration, no DoRA, no lora_bias, no LyCORIS, ...). Only plain deltas on
+ * the unchanged base are read: IT_EUNSUPPORTED, naming the key, for PiSSA / OLoRA / CorDA / LoftQ
+ * initialisations, QALoRA, aLoRA, target_parameters, layer_replication, saved embedding copies and
+ * trainable tokens. PEFT rules are current peft's (lazy layer-index regex, independent rank_pattern and
+ * alpha_pattern lookups). A diffusers file's __metadata__ "lora_adapter_metadata" (flat
+ * "<component>.<LoraConfig field>" keys) gives each component's r, lora_alpha, use_rslora and
+ * patterns; keys of another component than unet, text_encoder and text_encoder_2 are IT_EUNSUPPORTED. */
 int it_adapter_load(it_adapter **out, const char *path, it_err *err);
 void it_adapter_free(it_adapter *a);
 
@@ -509,8 +519,8 @@ int it_adapter_resolve(it_adapter *a, const char *component, const char *const *
 /* dW = scale * B A into delta [d_out x d_in] (row-major, linear view), accumulated in double. */
 void it_lora_delta(const it_lora_module *m, double *delta);
 
-/* PEFT's target rule (check_target_module_exists, FACTS.md 2.5) for a module path: *out = 1 when
- * cfg adapts it. IT_EFORMAT for a pattern this implementation cannot evaluate. */
+/* PEFT's target rule (current peft's check_target_module_exists, FACTS.md 2.5) for a module path:
+ * *out = 1 when cfg adapts it. IT_EFORMAT for a pattern this implementation cannot evaluate. */
 int it_lora_targets(const it_lora_config *cfg, const char *module, int *out, it_err *err);
 
 /* The rank and alpha PEFT gives a module (rank_pattern / alpha_pattern, FACTS.md 2.6), and the

@@ -1,20 +1,30 @@
-/* lora.c -- LoRA adapters: PEFT's adapter_config.json (FACTS.md 2.2), PEFT's target and pattern rules
- * (FACTS 2.5, 2.6), and the adapter files themselves: PEFT folders (FACTS 2.1-2.4), kohya and diffusers
- * Stable Diffusion files (FACTS 3.1-3.3), read into modules in one linear view, dW = scale * B A.
+/* lora.c -- PEFT's LoRA configuration and its rules: adapter_config.json (FACTS.md 2.2), which modules
+ * an adapter adapts (FACTS 2.5) and with what rank, alpha and scale (FACTS 2.3, 2.6). The adapter files
+ * themselves (PEFT folders, kohya and diffusers Stable Diffusion files) are read by lora_files.c, which
+ * uses the rules here through lora_internal.h.
  *
  * Config: follows peft's LoraConfig: an absent key takes LoraConfig's default (r 8, lora_alpha 8,
  * bias "none", every flag false, no patterns); JSON null counts as absent for the flags and for the
  * keys whose default is None. A key of the wrong JSON type is IT_EFORMAT naming the key; keys this
  * file does not know are ignored (PEFT writes many that do not affect the weights). An adapter of
- * another PEFT method (peft_type "LOHA", "IA3", ...) is IT_EUNSUPPORTED: only LoRA is merged.
+ * another PEFT method (peft_type "LOHA", "IA3", ...) is IT_EUNSUPPORTED: only LoRA is merged. Loading
+ * an adapter also refuses every setting whose weights are not a plain delta on the unchanged base
+ * (check_plain below).
  *
  * Scale (FACTS 2.3): s = lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora.
  *
- * Rules checked against peft's sources (huggingface/peft main, 2026: src/peft/tuners/tuners_utils.py
- * check_target_module_exists; src/peft/utils/other.py get_pattern_key) and, where they changed, against
- * the releases that wrote the adapters people have (the fixtures in data/ come from peft 0.10.0).
+ * Versions. A user loads an adapter with the PEFT they have, which today is the current release, so the
+ * rules here are current peft's everywhere: huggingface/peft main as of 2026-08 (5d602fdb, FACTS 2.5;
+ * 5779b17 as quoted in peft issue #3610): src/peft/tuners/tuners_utils.py check_target_module_exists,
+ * whose layer-index regexes are lazy (".*?") since PR #3318 (merged 2026-06), and src/peft/utils/other.py
+ * get_pattern_key, re.match(rf"(.*\.)?({key})$", name), looked up separately for rank and alpha (the
+ * "^" form of PR #2419). Adapters on disk were often written by older releases; peft 0.10.0 (which wrote
+ * the fixtures in data/) read the layer index with the greedy ".*" and took one key from
+ * chain(rank_pattern, alpha_pattern) matched with re.match(rf".*\.{key}$", name) (lora/model.py
+ * _create_and_replace). Where those older rules give a module another selection, rank or alpha, the
+ * loader notes it in the adapter's warnings (it__lora_select, it__lora_rank).
  */
-#include "internal.h"
+#include "lora_internal.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -143,7 +153,7 @@ static int take_alpha(const reader *r, const char *key, const it_json *v, double
 
 enum {
     LIST_ONLY,     /* modules_to_save: a list of names */
-    LIST_OR_ONE,   /* layers_pattern: a list, or one name (a list of one) */
+    LIST_OR_ONE,   /* layers_pattern: a list, or one name (a list of one; "" is no name, see matcher_layers) */
     LIST_OR_REGEX  /* target_modules, exclude_modules: a list, or one string that is a regex */
 };
 
@@ -159,7 +169,7 @@ static int rd_names(const reader *r, const char *key, int form, char ***list, si
     size_t count = v->type == IT_JSON_ARR ? v->n : 1;
     if (v->type != IT_JSON_ARR && !(v->type == IT_JSON_STR && form == LIST_OR_ONE))
         return bad_value(r, key, form == LIST_ONLY ? "an array of strings" : "a string or an array of strings", v);
-    if (count == 0) return IT_OK;
+    if (count == 0 || (v->type == IT_JSON_STR && v->len == 0)) return IT_OK;
     *list = it__calloc(count, sizeof **list);
     if (!*list) return it__fail(r->err, IT_ENOMEM, "%s: out of memory", r->path);
     for (size_t i = 0; i < count; i++) {
@@ -313,7 +323,67 @@ static int parse_json_file(const char *path, char **file, it_json_doc **doc, it_
     return rc;
 }
 
-int it_lora_config_load(it_lora_config *cfg, const char *path, it_err *err)
+/* ============================================================================================ */
+/* Plain deltas only                                                                             */
+/* ============================================================================================ */
+
+/* init_lora_weights (LoraConfig: true, false, "gaussian", "eva", "olora", "pissa", "pissa_niter_<n>",
+ * "corda", "loftq", "orthogonal"). PiSSA, OLoRA and CorDA take their principal components out of the
+ * base weights at initialisation and LoftQ quantises them, so the adapter is a delta on modified base
+ * weights; once converted (save_pretrained's path_initial_model_for_weight_conversion) PEFT writes
+ * init_lora_weights true. The other values leave the base as it is. A string PEFT does not know makes
+ * it fail (update_layer: "Unknown initialization"); refused here as well. */
+static int check_init(const reader *r)
+{
+    static const char *const plain[] = {"gaussian", "eva", "orthogonal"};
+    const it_json *v = lookup(r, "init_lora_weights");
+    if (!v || v->type == IT_JSON_TRUE || v->type == IT_JSON_FALSE) return IT_OK;
+    if (v->type != IT_JSON_STR) return bad_value(r, "init_lora_weights", "true, false or a string", v);
+    for (size_t i = 0; i < sizeof plain / sizeof *plain; i++)
+        if (v->len == strlen(plain[i]) && !memcmp(v->s, plain[i], v->len)) return IT_OK;
+    int known = (v->len >= 5 && !memcmp(v->s, "pissa", 5)) || !strcmp(v->s, "olora") || !strcmp(v->s, "corda") ||
+                !strcmp(v->s, "loftq");
+    return it__fail(r->err, IT_EUNSUPPORTED, "%s: init_lora_weights \"%.*s\": %s", r->path,
+                    (int)(v->len < 64 ? v->len : 64), v->s,
+                    known ? "PiSSA, OLoRA, CorDA and LoftQ change the base weights at initialisation, so the adapter "
+                            "is a delta on modified weights, not on the base model; convert it first (peft's "
+                            "save_pretrained with path_initial_model_for_weight_conversion)"
+                          : "not an initialisation iteris knows to leave the base weights unchanged (true, false, "
+                            "\"gaussian\", \"eva\", \"orthogonal\")");
+}
+
+/* A key that is set (not absent, null, false, or an empty list) refuses the adapter with why. */
+static int refuse_set(const reader *r, const char *key, const char *why)
+{
+    const it_json *v = lookup(r, key);
+    if (!v || v->type == IT_JSON_FALSE || (v->type == IT_JSON_ARR && v->n == 0)) return IT_OK;
+    return it__fail(r->err, IT_EUNSUPPORTED, "%s: %s: %s", r->path, key, why);
+}
+
+/* Settings whose weights are not a plain delta dW = s B A on the unchanged base (peft's LoraConfig,
+ * src/peft/tuners/lora/config.py): refused with IT_EUNSUPPORTED naming the key. Loading only;
+ * it_lora_config_load reads such configs (to describe them). */
+static int check_plain(const reader *r, const it_lora_config *c)
+{
+    if (c->use_dora)
+        return it__fail(r->err, IT_EUNSUPPORTED, "%s: use_dora: DoRA adapters change the forward pass (a learned "
+                        "magnitude per output) and are not supported; only plain LoRA is merged", r->path);
+    if (c->lora_bias)
+        return it__fail(r->err, IT_EUNSUPPORTED, "%s: lora_bias: a LoRA whose lora_B has a bias is not supported",
+                        r->path);
+    TRY(check_init(r));
+    TRY(refuse_set(r, "use_qalora", "QALoRA pools the input in groups before lora_A (another forward pass); not "
+                                    "supported"));
+    TRY(refuse_set(r, "alora_invocation_tokens", "an activated LoRA (aLoRA) acts only after its invocation tokens, "
+                                                 "not as a delta on every input; not supported"));
+    TRY(refuse_set(r, "target_parameters", "LoRA on parameters (nn.Parameter targets such as MoE experts) is not "
+                                           "supported; only modules are merged"));
+    return refuse_set(r, "layer_replication", "the adapter stacks repeated base layers (a model of another depth); "
+                                              "not supported");
+}
+
+/* it_lora_config_load, and with strict the plain-delta check. */
+static int config_load(it_lora_config *cfg, const char *path, int strict, it_err *err)
 {
     char *file;
     it_json_doc *doc;
@@ -322,9 +392,24 @@ int it_lora_config_load(it_lora_config *cfg, const char *path, it_err *err)
     if (rc != IT_OK) return rc;
     reader r = {file, it_json_root(doc), err};
     rc = parse_lora(&r, cfg);
+    if (rc == IT_OK && strict) rc = check_plain(&r, cfg);
     if (rc != IT_OK) it_lora_config_free(cfg);
     it_json_free(doc);
     free(file);
+    return rc;
+}
+
+int it_lora_config_load(it_lora_config *cfg, const char *path, it_err *err) { return config_load(cfg, path, 0, err); }
+
+int it__lora_config_read(it_lora_config *cfg, const char *path, it_err *err) { return config_load(cfg, path, 1, err); }
+
+int it__lora_config_json(it_lora_config *cfg, const it_json *obj, const char *where, it_err *err)
+{
+    reader r = {where, obj, err};
+    memset(cfg, 0, sizeof *cfg);
+    int rc = parse_lora(&r, cfg);
+    if (rc == IT_OK) rc = check_plain(&r, cfg);
+    if (rc != IT_OK) it_lora_config_free(cfg);
     return rc;
 }
 
@@ -423,23 +508,29 @@ void it_lora_config_describe(const it_lora_config *cfg, char *buf, size_t size)
 /*
  * PEFT decides both with Python regular expressions; they go through the it__re_* engine (regex.c),
  * compiled once per use: a matcher holds every pattern a config needs, compiled, for one call of
- * it_lora_targets / it_lora_module_rank or for one it_adapter_load (nothing is cached globally).
+ * it_lora_targets / it_lora_module_rank or for one configuration of an adapter (nothing is cached
+ * globally). It also holds the forms peft 0.10 compiled, to tell where those rules answer otherwise.
  */
-typedef struct matcher {
+struct it__lora_matcher {
     const it_lora_config *cfg;
     int every;           /* no target_modules, or "all-linear": the target test passes every module */
     it__re *target;      /* target_modules as one regex (re.fullmatch) */
     it__re *exclude;     /* exclude_modules as one regex (re.fullmatch) */
     size_t nsave, nlayer, nrank, nalpha;
     it__re **save;       /* [nsave] "(^|.*\.)<m>($|\..*)" per modules_to_save entry (re.match) */
-    it__re **layer;      /* [nlayer] the layer-index regexes, tried in order (re.match, group 1) */
+    it__re **layer;      /* [nlayer] the layer-index regexes (lazy), tried in order (re.match, group 1) */
     it__re **rank;       /* [nrank] the rank_pattern keys, in file order */
     it__re **alpha;      /* [nalpha] the alpha_pattern keys, in file order */
-} matcher;
+    int old_ok;          /* peft 0.10's forms below all compiled (else no comparison is made) */
+    it__re **old_layer;  /* [nlayer] the greedy layer-index regexes */
+    it__re **old_rank;   /* [nrank] ".*\.<key>$" per rank_pattern key (re.match) */
+    it__re **old_alpha;  /* [nalpha] likewise per alpha_pattern key */
+};
+typedef struct it__lora_matcher matcher;
 
 static void free_res(it__re **re, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; re && i < n; i++)
         if (re[i]) it__re_free(re[i]);
     free(re);
 }
@@ -452,7 +543,22 @@ static void matcher_free(matcher *m)
     free_res(m->layer, m->nlayer);
     free_res(m->rank, m->nrank);
     free_res(m->alpha, m->nalpha);
+    free_res(m->old_layer, m->nlayer);
+    free_res(m->old_rank, m->nrank);
+    free_res(m->old_alpha, m->nalpha);
     memset(m, 0, sizeof *m);
+}
+
+/* pre + pat + post, malloc'd (NULL when out of memory). */
+static char *wrap(const char *pre, const char *pat, const char *post)
+{
+    size_t a = strlen(pre), b = strlen(pat), c = strlen(post), n;
+    char *s = it__add_size(a + c + 1, b, &n) == 0 ? malloc(n) : NULL;
+    if (!s) return NULL;
+    memcpy(s, pre, a);
+    memcpy(s + a, pat, b);
+    memcpy(s + a + b, post, c + 1);
+    return s;
 }
 
 /* Compiles pre + pat + post; a failure names the config key and the pattern as written:
@@ -460,12 +566,9 @@ static void matcher_free(matcher *m)
 static int compile_wrapped(it__re **re, const char *pre, const char *pat, const char *post, const char *what,
                            it_err *err)
 {
-    size_t a = strlen(pre), b = strlen(pat), c = strlen(post), n;
-    char *s = it__add_size(a + c + 1, b, &n) == 0 ? malloc(n) : NULL;
+    size_t a = strlen(pre), b = strlen(pat), c = strlen(post);
+    char *s = wrap(pre, pat, post);
     if (!s) return it__fail(err, IT_ENOMEM, "%s: out of memory", what);
-    memcpy(s, pre, a);
-    memcpy(s + a, pat, b);
-    memcpy(s + a + b, post, c + 1);
     int rc = it__re_compile(re, s, err);
     free(s);
     if (rc != IT_OK) { /* offsets count in the pattern as PEFT builds it: say so when it is wrapped */
@@ -479,14 +582,21 @@ static int compile_wrapped(it__re **re, const char *pre, const char *pat, const 
     return rc;
 }
 
+/* One of peft 0.10's forms: a pattern that does not compile (or no memory) only turns the comparison
+ * with those rules off. */
+static void compile_old(matcher *m, it__re **re, const char *pre, const char *pat, const char *post)
+{
+    char *s = wrap(pre, pat, post);
+    if (!s || it__re_compile(re, s, NULL) != IT_OK) m->old_ok = 0, *re = NULL;
+    free(s);
+}
+
 /* An array of n compiled patterns (NULL entries until compiled; the matcher frees them all). */
-static int alloc_res(it__re ***re, size_t *count, size_t n, it_err *err)
+static int alloc_res(it__re ***re, size_t n, const char *what, it_err *err)
 {
     if (n == 0) return IT_OK;
     *re = it__calloc(n, sizeof **re);
-    if (!*re) return it__fail(err, IT_ENOMEM, "out of memory");
-    *count = n;
-    return IT_OK;
+    return *re ? IT_OK : it__fail(err, IT_ENOMEM, "%s: out of memory", what);
 }
 
 /* "all-linear" (compared case-insensitively, as PEFT lowers the string first). */
@@ -498,13 +608,30 @@ static int is_all_linear(const char *s)
     return *s == 0 && *want == 0;
 }
 
-/* The patterns of the target test. The layer index (FACTS 2.5, point 5) is group 1 of
- * re.match(r".*\.[^.]*\.(\d+)\.") or, per layers_pattern entry p, of re.match(rf".*\.{p}\.(\d+)\."): the
- * greedy form, which every peft release up to 2026 uses (0.10.0 wrote our fixtures) and so which
- * selected the modules of the adapters on disk. peft main since PR #3318 (June 2026; FACTS 2.5 reads
- * that snapshot) writes ".*?" instead, so that "model.layers.1.mlp.experts.0.up_proj" is layer 1, not
- * 0; the two differ only for names with two numbered segments (T5's block.N.layer.M, MoE experts, SD
- * UNet blocks). A layers_pattern of "" (or [""]) means "any", as in PEFT. */
+/* The layer-index regexes (FACTS 2.5, point 5): group 1 of re.match(r".*?\.[^.]*\.(\d+)\.") or, per
+ * layers_pattern entry p in order, of re.match(rf".*?\.{p}\.(\d+)\."): current peft's lazy forms (PR
+ * #3318), which find the first numbered segment ("model.layers.1.mlp.experts.0.up_proj" is layer 1,
+ * T5's "encoder.block.0.layer.1.SelfAttention.q" is 0); peft 0.10 and every release before that PR
+ * compiled the greedy ".*", which finds the last one (expert 0; layer 1). In PEFT None, [] and "" mean
+ * "any" (rd_names reads "" as no entry); a list holding "" builds r".*?\.\.(\d+)\.", which never
+ * matches, so that filter selects nothing, here as there. */
+static int matcher_layers(matcher *m, it_err *err)
+{
+    const it_lora_config *c = m->cfg;
+    size_t n = c->nlayers_pattern ? c->nlayers_pattern : 1;
+    const char *what = c->nlayers_pattern ? "layers_pattern" : "layers_to_transform";
+    TRY(alloc_res(&m->layer, n, what, err));
+    m->nlayer = n;
+    TRY(alloc_res(&m->old_layer, n, what, err));
+    for (size_t i = 0; i < n; i++) {
+        const char *p = c->nlayers_pattern ? c->layers_pattern[i] : "[^.]*";
+        TRY(compile_wrapped(&m->layer[i], ".*?\\.", p, "\\.(\\d+)\\.", what, err));
+        compile_old(m, &m->old_layer[i], ".*\\.", p, "\\.(\\d+)\\.");
+    }
+    return IT_OK;
+}
+
+/* The patterns of the target test. */
 static int matcher_targets(matcher *m, it_err *err)
 {
     const it_lora_config *c = m->cfg;
@@ -512,30 +639,37 @@ static int matcher_targets(matcher *m, it_err *err)
     if (c->target_regex && !m->every)
         TRY(compile_wrapped(&m->target, "", c->target_regex, "", "target_modules", err));
     if (c->exclude_regex) TRY(compile_wrapped(&m->exclude, "", c->exclude_regex, "", "exclude_modules", err));
-    TRY(alloc_res(&m->save, &m->nsave, c->nmodules_to_save, err));
+    TRY(alloc_res(&m->save, c->nmodules_to_save, "modules_to_save", err));
+    m->nsave = c->nmodules_to_save;
     for (size_t i = 0; i < m->nsave; i++)
         TRY(compile_wrapped(&m->save[i], "(^|.*\\.)", c->modules_to_save[i], "($|\\..*)", "modules_to_save", err));
-    if (c->nlayers == 0) return IT_OK;
-    int any = c->nlayers_pattern == 0 || (c->nlayers_pattern == 1 && c->layers_pattern[0][0] == 0);
-    TRY(alloc_res(&m->layer, &m->nlayer, any ? 1 : c->nlayers_pattern, err));
-    if (any) return compile_wrapped(&m->layer[0], "", ".*\\.[^.]*\\.(\\d+)\\.", "", "layers_to_transform", err);
-    for (size_t i = 0; i < m->nlayer; i++)
-        TRY(compile_wrapped(&m->layer[i], ".*\\.", c->layers_pattern[i], "\\.(\\d+)\\.", "layers_pattern", err));
-    return IT_OK;
+    return c->nlayers ? matcher_layers(m, err) : IT_OK;
 }
 
-/* rank_pattern and alpha_pattern keys, each compiled as written (a key is a regex, FACTS 2.6). */
+/* rank_pattern and alpha_pattern keys, each compiled as written (a key is a regex, FACTS 2.6), and in
+ * peft 0.10's form. */
 static int matcher_ranks(matcher *m, it_err *err)
 {
     const it_lora_config *c = m->cfg;
-    TRY(alloc_res(&m->rank, &m->nrank, c->nrank_pattern, err));
-    for (size_t i = 0; i < m->nrank; i++)
+    TRY(alloc_res(&m->rank, c->nrank_pattern, "rank_pattern", err));
+    m->nrank = c->nrank_pattern;
+    TRY(alloc_res(&m->old_rank, m->nrank, "rank_pattern", err));
+    for (size_t i = 0; i < m->nrank; i++) {
         TRY(compile_wrapped(&m->rank[i], "", c->rank_pattern[i].key, "", "rank_pattern key", err));
-    TRY(alloc_res(&m->alpha, &m->nalpha, c->nalpha_pattern, err));
-    for (size_t i = 0; i < m->nalpha; i++)
+        compile_old(m, &m->old_rank[i], ".*\\.", c->rank_pattern[i].key, "$");
+    }
+    TRY(alloc_res(&m->alpha, c->nalpha_pattern, "alpha_pattern", err));
+    m->nalpha = c->nalpha_pattern;
+    TRY(alloc_res(&m->old_alpha, m->nalpha, "alpha_pattern", err));
+    for (size_t i = 0; i < m->nalpha; i++) {
         TRY(compile_wrapped(&m->alpha[i], "", c->alpha_pattern[i].key, "", "alpha_pattern key", err));
+        compile_old(m, &m->old_alpha[i], ".*\\.", c->alpha_pattern[i].key, "$");
+    }
     return IT_OK;
 }
+
+/* it__re_match / it__re_fullmatch answer -1 when a large pattern's working memory cannot be had. */
+static int re_nomem(it_err *err) { return it__fail(err, IT_ENOMEM, "out of memory matching a pattern"); }
 
 /* PEFT's list rule: key == entry, or key ends with "." + entry. */
 static int listed(char *const *list, size_t n, const char *key, size_t len)
@@ -549,16 +683,20 @@ static int listed(char *const *list, size_t n, const char *key, size_t len)
 }
 
 /* layers_to_transform: the first layer regex that matches gives the index (group 1); none: not
- * selected. A group 1 that is not a number (a layers_pattern with its own group) makes PEFT fail. */
-static int layer_test(const matcher *m, const char *key, size_t len, int *out, it_err *err)
+ * selected. A group 1 that is not a number (a layers_pattern with its own group) makes PEFT fail; with
+ * peft 0.10's forms (old) it only counts as not selected. */
+static int layer_test(const matcher *m, int old, const char *key, size_t len, int *out, it_err *err)
 {
     const it_lora_config *c = m->cfg;
+    it__re *const *re = old ? m->old_layer : m->layer;
     for (size_t i = 0; i < m->nlayer; i++) {
         size_t cap[4];
-        if (!it__re_match(m->layer[i], key, len, 0, cap, 4)) continue;
+        int hit = re[i] ? it__re_match(re[i], key, len, 0, cap, 4) : 0;
+        if (hit < 0) return re_nomem(err);
+        if (hit == 0) continue;
         if (cap[2] == SIZE_MAX || cap[2] >= cap[3] || cap[3] > len || strspn(key + cap[2], "0123456789") < cap[3] - cap[2])
-            return it__fail(err, IT_EFORMAT, "layers_pattern: group 1 of the layer regex is not a layer number in "
-                            "module %.200s (a layers_pattern with a group of its own?)", key);
+            return old ? IT_OK : it__fail(err, IT_EFORMAT, "layers_pattern: group 1 of the layer regex is not a "
+                                          "layer number in module %.200s (a layers_pattern with a group of its own?)", key);
         int64_t idx = 0;
         for (size_t p = cap[2]; p < cap[3]; p++) idx = idx > INT64_MAX / 10 - 1 ? INT64_MAX : idx * 10 + (key[p] - '0');
         for (size_t j = 0; j < c->nlayers; j++) *out |= c->layers_to_transform[j] == idx;
@@ -569,50 +707,79 @@ static int layer_test(const matcher *m, const char *key, size_t len, int *out, i
 
 /* check_target_module_exists (FACTS 2.5), in peft's order: exclude_modules, modules_to_save,
  * target_modules, then the layer filter, which applies to the list form only and not to a module
- * named exactly. */
-static int target_test(const matcher *m, const char *key, int *out, it_err *err)
+ * named exactly. old: with peft 0.10's greedy layer regexes. */
+static int target_test(const matcher *m, int old, const char *key, int *out, it_err *err)
 {
     const it_lora_config *c = m->cfg;
     size_t len = strlen(key);
     *out = 0;
-    if (m->exclude ? it__re_fullmatch(m->exclude, key, len, 0) : listed(c->exclude, c->nexclude, key, len))
-        return IT_OK;
-    for (size_t i = 0; i < m->nsave; i++)
-        if (it__re_match(m->save[i], key, len, 0, NULL, 0)) return IT_OK;
+    int hit = m->exclude ? it__re_fullmatch(m->exclude, key, len, 0) : listed(c->exclude, c->nexclude, key, len);
+    for (size_t i = 0; i < m->nsave && hit == 0; i++) hit = it__re_match(m->save[i], key, len, 0, NULL, 0);
+    if (hit != 0) return hit < 0 ? re_nomem(err) : IT_OK;
     if (m->target) {
-        *out = it__re_fullmatch(m->target, key, len, 0);
-        return IT_OK;
+        hit = it__re_fullmatch(m->target, key, len, 0);
+        *out = hit == 1;
+        return hit < 0 ? re_nomem(err) : IT_OK;
     }
     for (size_t i = 0; i < c->ntargets; i++)
         if (!strcmp(c->targets[i], key)) return *out = 1, IT_OK;
     if (!m->every && !listed(c->targets, c->ntargets, key, len)) return IT_OK;
     if (c->nlayers == 0) return *out = 1, IT_OK;
-    return layer_test(m, key, len, out, err);
+    return layer_test(m, old, key, len, out, err);
 }
 
 /* get_pattern_key (FACTS 2.6): the first key K, in file order, with re.match(rf"(.*\.)?({K})$", module).
  * The optional group can only end at a dot, and any split that lets K match the rest counts, so
  * this is: K fullmatches module[p..] for p = 0 or p just after some '.'. ('^' in K still means
- * position 0 of the whole name, as in Python.) Returns the key's index, or n when none matches. */
-static size_t pattern_find(it__re *const *re, size_t n, const char *module)
+ * position 0 of the whole name, as in Python.) *k: the key's index, or n when none matches. */
+static int pattern_find(it__re *const *re, size_t n, const char *module, size_t *k, it_err *err)
 {
     size_t len = strlen(module);
-    for (size_t k = 0; k < n; k++)
-        for (size_t p = 0; p <= len; p++)
-            if ((p == 0 || module[p - 1] == '.') && it__re_fullmatch(re[k], module, len, p)) return k;
-    return n;
+    for (*k = 0; *k < n; ++*k)
+        for (size_t p = 0; p <= len; p++) {
+            int hit = p == 0 || module[p - 1] == '.' ? it__re_fullmatch(re[*k], module, len, p) : 0;
+            if (hit != 0) return hit < 0 ? re_nomem(err) : IT_OK;
+        }
+    return IT_OK;
 }
 
 /* r and alpha looked up independently (a key in rank_pattern only leaves alpha at lora_alpha),
  * then the scale of LoraLayer.update_layer (FACTS 2.3). */
-static void rank_of(const matcher *m, const char *module, int64_t *r, double *alpha, double *scale)
+static int rank_of(const matcher *m, const char *module, int64_t *r, double *alpha, double *scale, it_err *err)
 {
     const it_lora_config *c = m->cfg;
-    size_t k = pattern_find(m->rank, m->nrank, module);
+    size_t k;
+    TRY(pattern_find(m->rank, m->nrank, module, &k, err));
     *r = k < m->nrank ? (int64_t)c->rank_pattern[k].value : c->r;
-    k = pattern_find(m->alpha, m->nalpha, module);
+    TRY(pattern_find(m->alpha, m->nalpha, module, &k, err));
     *alpha = k < m->nalpha ? c->alpha_pattern[k].value : c->lora_alpha;
     *scale = c->use_rslora ? *alpha / sqrt((double)*r) : *alpha / (double)*r;
+    return IT_OK;
+}
+
+/* peft 0.10's r and alpha (lora/model.py _create_and_replace): K = the first key of
+ * chain(rank_pattern, alpha_pattern) with re.match(rf".*\.{K}$", module), else the module name itself;
+ * then r = rank_pattern.get(K, r) and alpha = alpha_pattern.get(K, lora_alpha). So one key decides both
+ * (a rank key that matches hides every alpha key), a key must follow a dot, and a key spelled as the
+ * whole name applies through the fallback. */
+static int old_rank_of(const matcher *m, const char *module, int64_t *r, double *alpha, it_err *err)
+{
+    const it_lora_config *c = m->cfg;
+    size_t len = strlen(module);
+    const char *key = module;
+    for (size_t k = 0; k < m->nrank + m->nalpha && key == module; k++) {
+        const it__re *re = k < m->nrank ? m->old_rank[k] : m->old_alpha[k - m->nrank];
+        int hit = re ? it__re_match(re, module, len, 0, NULL, 0) : 0;
+        if (hit < 0) return re_nomem(err);
+        if (hit == 1) key = k < m->nrank ? c->rank_pattern[k].key : c->alpha_pattern[k - m->nrank].key;
+    }
+    *r = c->r;
+    *alpha = c->lora_alpha;
+    for (size_t k = 0; k < c->nrank_pattern; k++)
+        if (!strcmp(c->rank_pattern[k].key, key)) *r = (int64_t)c->rank_pattern[k].value;
+    for (size_t k = 0; k < c->nalpha_pattern; k++)
+        if (!strcmp(c->alpha_pattern[k].key, key)) *alpha = c->alpha_pattern[k].value;
+    return IT_OK;
 }
 
 int it_lora_targets(const it_lora_config *cfg, const char *module, int *out, it_err *err)
@@ -620,7 +787,7 @@ int it_lora_targets(const it_lora_config *cfg, const char *module, int *out, it_
     matcher m = {.cfg = cfg};
     *out = 0;
     int rc = matcher_targets(&m, err);
-    if (rc == IT_OK) rc = target_test(&m, module, out, err);
+    if (rc == IT_OK) rc = target_test(&m, 0, module, out, err);
     if (rc != IT_OK) *out = 0;
     matcher_free(&m);
     return rc;
@@ -631,752 +798,58 @@ int it_lora_module_rank(const it_lora_config *cfg, const char *module, int64_t *
 {
     matcher m = {.cfg = cfg};
     int rc = matcher_ranks(&m, err);
-    if (rc == IT_OK) rank_of(&m, module, r, alpha, scale);
+    if (rc == IT_OK) rc = rank_of(&m, module, r, alpha, scale, err);
     matcher_free(&m);
     return rc;
 }
 
-/* ============================================================================================ */
-/* Adapters: tensor keys -> (component, module, role)                                            */
-/* ============================================================================================ */
+/* ---- for lora_files.c (lora_internal.h) ---- */
 
-enum { ROLE_A, ROLE_B, ROLE_ALPHA };
-static const char *const role_name[] = {"lora_A", "lora_B", "alpha"};
-
-/* One tensor of the file, placed. */
-typedef struct entry {
-    const char *comp;   /* static: "", "unet", "text_encoder", "text_encoder_2" */
-    char *module;       /* module path (kohya: the kohya name); malloc'd, moved into the module */
-    int role;           /* ROLE_* */
-    int embedding;      /* lora_embedding_A / _B (FACTS 2.3) */
-    const it_tensor *t;
-} entry;
-
-typedef struct loader {
-    it_adapter *a;
-    const char *file;   /* the .safetensors file: messages name it */
-    const char *config; /* adapter_config.json (PEFT), for messages about the config */
-    it_st *st;
-    matcher m;          /* PEFT: the config's patterns, compiled once */
-    entry *e;           /* [ne] */
-    size_t ne;
-    it_err *err;
-} loader;
-
-static int starts(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
-
-static int ends(const char *s, size_t len, const char *suffix)
+int it__lora_matcher_new(it__lora_matcher **out, const it_lora_config *cfg, it_err *err)
 {
-    size_t l = strlen(suffix);
-    return len >= l && memcmp(s + len - l, suffix, l) == 0;
-}
-
-/* A tensor name fit for a one-line message: control bytes escaped, long names cut. */
-static const char *shown(const char *s, char *buf, size_t size)
-{
-    size_t o = 0;
-    for (; *s && o + 8 < size; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != 0x7f) buf[o++] = (char)c;
-        else o += (size_t)snprintf(buf + o, size - o, "\\x%02x", c);
-    }
-    if (*s) memcpy(buf + o, "...", 3), o += 3;
-    buf[o] = 0;
-    return buf;
-}
-
-/* A refused tensor: "<file>: tensor \"<key>\": <why>". */
-static int bad_key(loader *L, int code, const it_tensor *t, const char *why)
-{
-    char k[200];
-    return it__fail(L->err, code, "%s: tensor \"%s\": %s", L->file, shown(t->name, k, sizeof k), why);
-}
-
-static int add_entry(loader *L, const char *comp, const char *module, size_t len, int role, int emb,
-                     const it_tensor *t)
-{
-    if (len == 0) return bad_key(L, IT_EFORMAT, t, "no module path before the LoRA suffix");
-    entry *e = &L->e[L->ne];
-    e->module = it__strndup(module, len);
-    if (!e->module) return it__fail(L->err, IT_ENOMEM, "%s: out of memory", L->file);
-    e->comp = comp, e->role = role, e->embedding = emb, e->t = t;
-    L->ne++;
-    return IT_OK;
-}
-
-/* ---- PEFT (FACTS 2.4): base_model.model.<module>.lora_A.weight ---- */
-
-static const struct {
-    const char *suffix;
-    int role, emb;
-} peft_suffix[] = {
-    {".lora_A.weight", ROLE_A, 0},         {".lora_B.weight", ROLE_B, 0},
-    {".lora_embedding_A", ROLE_A, 1},      {".lora_embedding_B", ROLE_B, 1},
-    /* the in-memory names (adapter "default"), which save_pretrained strips; accepted as the same */
-    {".lora_A.default.weight", ROLE_A, 0}, {".lora_B.default.weight", ROLE_B, 0},
-    {".lora_embedding_A.default", ROLE_A, 1}, {".lora_embedding_B.default", ROLE_B, 1},
-};
-
-/* A tensor that is not lora_A / lora_B: say why PEFT would have written it, and refuse it. */
-static int peft_other(loader *L, const it_tensor *t, const char *key, size_t len)
-{
-    char why[240];
-    if (strstr(key, "lora_magnitude_vector"))
-        return bad_key(L, IT_EUNSUPPORTED, t, "a DoRA magnitude vector: DoRA adapters change the forward pass "
-                                              "and are not supported (only plain LoRA is merged)");
-    if (ends(key, len, ".lora_B.bias") || ends(key, len, ".lora_B.default.bias"))
-        return bad_key(L, IT_EUNSUPPORTED, t, "a lora_B bias (lora_bias): not supported");
-    int copy = strstr(key, "modules_to_save") || strstr(key, ".original_module");
-    for (size_t i = 0; i < L->m.nsave && !copy; i++) copy = it__re_match(L->m.save[i], key, len, 0, NULL, 0);
-    if (copy)
-        return bad_key(L, IT_EUNSUPPORTED, t, "a modules_to_save copy, which replaces a whole module of the base "
-                                              "model: not supported (only LoRA deltas are merged)");
-    if (ends(key, len, ".bias") && strcmp(L->a->cfg.bias, "none") != 0) {
-        snprintf(why, sizeof why, "a base-layer bias (bias \"%s\" in adapter_config.json), which replaces the "
-                                  "base model's bias: not supported", L->a->cfg.bias);
-        return bad_key(L, IT_EUNSUPPORTED, t, why);
-    }
-    return bad_key(L, IT_EFORMAT, t, "not a tensor of a PEFT LoRA adapter (expected <module>.lora_A.weight, "
-                                     "<module>.lora_B.weight, or lora_embedding_A / lora_embedding_B)");
-}
-
-static int peft_key(loader *L, const it_tensor *t)
-{
-    static const char prefix[] = "base_model.model.";
-    if (!starts(t->name, prefix))
-        return bad_key(L, IT_EFORMAT, t, "expected the prefix \"base_model.model.\" of a PEFT adapter's keys");
-    const char *key = t->name + sizeof prefix - 1;
-    size_t len = strlen(key);
-    for (size_t i = 0; i < sizeof peft_suffix / sizeof *peft_suffix; i++)
-        if (ends(key, len, peft_suffix[i].suffix))
-            return add_entry(L, "", key, len - strlen(peft_suffix[i].suffix), peft_suffix[i].role, peft_suffix[i].emb, t);
-    return peft_other(L, t, key, len);
-}
-
-/* ---- kohya (FACTS 3.1): <lora_unet_...|lora_te_...>.lora_down.weight / .lora_up.weight / .alpha ---- */
-
-/* The component of a kohya name; NULL when the key has none of the four prefixes. */
-static const char *kohya_comp(const char *key)
-{
-    if (starts(key, "lora_unet_")) return "unet";
-    if (starts(key, "lora_te_") || starts(key, "lora_te1_")) return "text_encoder";
-    if (starts(key, "lora_te2_")) return "text_encoder_2";
-    return NULL;
-}
-
-/* Tensor names of LyCORIS's other networks (LoHa, LoKr, LoCon's Tucker core, (IA)^3, OFT, full diff). */
-static int lycoris(const char *suffix)
-{
-    static const char *const tok[] = {"hada_", "lokr_", "lora_mid", "oft_", "diff", "on_input", "w_norm", "b_norm",
-                                      "weight", "bias", "scale"};
-    for (size_t i = 0; i < sizeof tok / sizeof *tok; i++)
-        if (starts(suffix, tok[i])) return 1;
-    return 0;
-}
-
-static int kohya_key(loader *L, const it_tensor *t)
-{
-    const char *dot = strchr(t->name, '.'), *suffix = dot ? dot + 1 : "";
-    int role = !strcmp(suffix, "lora_down.weight") ? ROLE_A
-               : !strcmp(suffix, "lora_up.weight") ? ROLE_B
-               : !strcmp(suffix, "alpha")          ? ROLE_ALPHA
-                                                   : -1;
-    if (role >= 0) return add_entry(L, kohya_comp(t->name), t->name, (size_t)(dot - t->name), role, 0, t);
-    if (lycoris(suffix))
-        return bad_key(L, IT_EUNSUPPORTED, t, "a LyCORIS tensor (LoHa, LoKr, ...): not a plain LoRA; only LoRA "
-                                              "(lora_down / lora_up / alpha) is merged");
-    return bad_key(L, IT_EFORMAT, t, "not a tensor of a kohya LoRA (expected <name>.lora_down.weight, "
-                                     "<name>.lora_up.weight or <name>.alpha)");
-}
-
-/* ---- diffusers' own namings (FACTS 3.2) ---- */
-
-static const struct {
-    const char *suffix;
-    int role;
-} diff_suffix[] = {
-    {".lora_A.weight", ROLE_A},                 /* 3.2.1: PEFT style under a component prefix */
-    {".lora_B.weight", ROLE_B},
-    {".lora.down.weight", ROLE_A},              /* 3.2.2: the training script (PEFT_TO_DIFFUSERS names) */
-    {".lora.up.weight", ROLE_B},
-    {".lora_linear_layer.down.weight", ROLE_A}, /* 3.2.2: text encoder of the training script */
-    {".lora_linear_layer.up.weight", ROLE_B},
-    {"_lora.down.weight", ROLE_A},              /* 3.2.3: old attn-procs "to_q_lora.down"; see diff_module */
-    {"_lora.up.weight", ROLE_B},
-    {".alpha", ROLE_ALPHA},                     /* a per-module alpha, when a writer kept one */
-};
-
-/* The module path of a diffusers stem (the key without component prefix and LoRA suffix), by the
- * loader's mappings (FACTS 3.2 point 4: diffusers' state_dict_utils): ".processor." is dropped
- * everywhere (KEYS_TO_ALWAYS_REPLACE); an old attn-procs stem "...to_q" ("to_q_lora") stays to_q
- * (k, v alike) and "to_out" becomes "to_out.0" in the UNet (UNET_TO_DIFFUSERS), while in a text
- * encoder to_q/k/v/out become q_proj/k_proj/v_proj/out_proj (DIFFUSERS_OLD_TO_PEFT). An alpha stem
- * may carry the LoRA layer's own name (".lora", ".lora_linear_layer", "_lora"), which is dropped.
- * Returns a malloc'd path, or NULL with *why set (or *why NULL when out of memory). */
-static char *diff_module(const char *comp, const char *stem, size_t len, int old, int alpha, const char **why)
-{
-    static const char *const from[] = {"to_q", "to_k", "to_v", "to_out"};
-    static const char *const unet[] = {"to_q", "to_k", "to_v", "to_out.0"};
-    static const char *const te[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
-    char *s = malloc(len + 3), *p;
-    *why = NULL;
-    if (!s) return NULL;
-    memcpy(s, stem, len), s[len] = 0;
-    while ((p = strstr(s, ".processor.")) != NULL) memmove(p, p + 10, strlen(p + 10) + 1);
-    if (ends(s, strlen(s), ".processor")) s[strlen(s) - 10] = 0;
-    if (alpha && ends(s, strlen(s), ".lora_linear_layer")) s[strlen(s) - 18] = 0;
-    else if (alpha && ends(s, strlen(s), ".lora")) s[strlen(s) - 5] = 0;
-    else if (alpha && ends(s, strlen(s), "_lora")) s[strlen(s) - 5] = 0, old = 1;
-    if (!old) return s;
-    size_t n = strlen(s);
-    for (int i = 0; i < 4; i++) {
-        size_t l = strlen(from[i]);
-        if (n >= l + 1 && s[n - l - 1] == '.' && !memcmp(s + n - l, from[i], l)) {
-            strcpy(s + n - l, strcmp(comp, "unet") ? te[i] : unet[i]); /* room: +2 bytes at most */
-            return s;
-        }
-    }
-    free(s);
-    *why = "an old attn-procs key whose layer is not to_q_lora, to_k_lora, to_v_lora or to_out_lora";
-    return NULL;
-}
-
-static int diff_key(loader *L, const it_tensor *t)
-{
-    const char *key = t->name, *comp = "unet"; /* un-prefixed keys are the UNet's (older diffusers) */
-    if (starts(key, "unet.")) key += 5;
-    else if (starts(key, "text_encoder.")) key += 13, comp = "text_encoder";
-    else if (starts(key, "text_encoder_2.")) key += 15, comp = "text_encoder_2";
-    size_t len = strlen(key);
-    for (size_t i = 0; i < sizeof diff_suffix / sizeof *diff_suffix; i++) {
-        const char *suf = diff_suffix[i].suffix, *why;
-        if (!ends(key, len, suf)) continue;
-        size_t stem = len - strlen(suf);
-        char *module = diff_module(comp, key, stem, suf[0] == '_', diff_suffix[i].role == ROLE_ALPHA, &why);
-        if (!module) return why ? bad_key(L, IT_EFORMAT, t, why) : it__fail(L->err, IT_ENOMEM, "out of memory");
-        int rc = add_entry(L, comp, module, strlen(module), diff_suffix[i].role, 0, t);
-        free(module);
+    matcher *m = it__calloc(1, sizeof *m);
+    *out = NULL;
+    if (!m) return it__fail(err, IT_ENOMEM, "out of memory");
+    m->cfg = cfg;
+    m->old_ok = 1;
+    int rc = matcher_targets(m, err);
+    if (rc == IT_OK) rc = matcher_ranks(m, err);
+    if (rc != IT_OK) {
+        matcher_free(m);
+        free(m);
         return rc;
     }
-    if (strstr(key, "lora_magnitude_vector"))
-        return bad_key(L, IT_EUNSUPPORTED, t, "a DoRA magnitude vector: DoRA adapters are not supported");
-    if (ends(key, len, ".lora_B.bias") || ends(key, len, ".lora.up.bias") || ends(key, len, ".lora_linear_layer.up.bias"))
-        return bad_key(L, IT_EUNSUPPORTED, t, "a lora_B bias (lora_bias): not supported");
-    return bad_key(L, IT_EFORMAT, t, "not a LoRA tensor of a kohya or diffusers Stable Diffusion file (expected "
-                                     "unet.<module>.lora_A.weight, ...lora.down.weight, ...processor.to_q_lora.down."
-                                     "weight, text_encoder.<module>.lora_linear_layer.down.weight, or kohya's "
-                                     "lora_unet_* / lora_te_* names)");
-}
-
-/* ============================================================================================ */
-/* Adapters: entries -> modules                                                                  */
-/* ============================================================================================ */
-
-static int cmp_entry(const void *x, const void *y)
-{
-    const entry *a = x, *b = y;
-    int c = strcmp(a->comp, b->comp);
-    if (!c) c = strcmp(a->module, b->module);
-    return c ? c : a->role - b->role;
-}
-
-/* "module \"text_model...q_proj\"", with the component for Stable Diffusion files. */
-static const char *mod_label(const char *comp, const char *name, char *buf, size_t size)
-{
-    char n[200];
-    snprintf(buf, size, "module \"%s\"%s%s%s", shown(name, n, sizeof n), comp[0] ? " (" : "", comp,
-             comp[0] ? ")" : "");
-    return buf;
-}
-
-static int add_warn(it_adapter *a, it_err *err, const char *fmt, ...) IT__PRINTF(3, 4);
-static int add_warn(it_adapter *a, it_err *err, const char *fmt, ...)
-{
-    char line[IT_ERR_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    char **w = a->nwarn < SIZE_MAX / sizeof *w - 1 ? realloc(a->warn, (a->nwarn + 1) * sizeof *w) : NULL;
-    if (!w) return it__fail(err, IT_ENOMEM, "%s: out of memory", a->path);
-    a->warn = w;
-    if (!(w[a->nwarn] = it__strdup(line))) return it__fail(err, IT_ENOMEM, "%s: out of memory", a->path);
-    a->nwarn++;
+    *out = m;
     return IT_OK;
 }
 
-static int is_float(it_dtype d)
+void it__lora_matcher_free(it__lora_matcher *m)
 {
-    return d == IT_F16 || d == IT_BF16 || d == IT_F32 || d == IT_F64 || d == IT_F8_E5M2 || d == IT_F8_E4M3 ||
-           d == IT_F8_E8M0 || d == IT_F8_E4M3FNUZ || d == IT_F8_E5M2FNUZ;
+    if (!m) return;
+    matcher_free(m);
+    free(m);
 }
 
-/* A tensor converted to float32 (malloc'd [numel]). */
-static int to_f32(loader *L, const it_tensor *t, float **out)
+int it__lora_select(const it__lora_matcher *m, const char *module, int *sel, int *old_sel, it_err *err)
 {
-    char k[200];
-    if (!is_float(t->dtype))
-        return it__fail(L->err, IT_EFORMAT, "%s: tensor \"%s\": dtype %s: expected a floating-point dtype (F32, F16, "
-                        "BF16, F64, F8)", L->file, shown(t->name, k, sizeof k), it_dtype_name(t->dtype));
-    *out = it__malloc_n(t->numel ? (size_t)t->numel : 1, sizeof **out);
-    if (!*out) return it__fail(L->err, IT_ENOMEM, "%s: out of memory for tensor \"%s\"", L->file, shown(t->name, k, sizeof k));
-    int rc = it_tensor_to_f32(t, *out, L->err);
-    if (rc != IT_OK) it__err_prefix(L->err, L->file);
-    return rc;
+    TRY(target_test(m, 0, module, sel, err));
+    if (!m->old_ok || m->cfg->nlayers == 0) return *old_sel = *sel, IT_OK;
+    return target_test(m, 1, module, old_sel, err);
 }
 
-/* The shapes of lora_A and lora_B (FACTS 2.3, 3.1) -> kind, r, d_in, d_out:
- *   Linear    A [r, in]            B [out, r]
- *   Conv2d    A [r, in, kh, kw]    B [out, r, 1, 1]   (1x1 kernels only: then a linear on channels)
- *   Embedding A [r, num_embeddings] B [dim, r]        (d_in = num_embeddings, d_out = dim) */
-static int module_shape(loader *L, const entry *ea, const entry *eb, it_lora_module *m, const char *label)
+int it__lora_rank(const it__lora_matcher *m, const char *module, it__lora_rank_info *out, it_err *err)
 {
-    const it_tensor *A = ea->t, *B = eb->t;
-    const uint64_t *a = A->shape, *b = B->shape;
-    m->kind = ea->embedding ? IT_LORA_EMBEDDING : A->ndim == 4 ? IT_LORA_CONV1X1 : IT_LORA_LINEAR;
-    if (ea->embedding != eb->embedding)
-        return it__fail(L->err, IT_EFORMAT, "%s: %s: one of lora_A / lora_B is an embedding LoRA, the other not",
-                        L->file, label);
-    if (A->ndim == 4 && (a[2] != 1 || a[3] != 1) && !ea->embedding)
-        return it__fail(L->err, IT_EUNSUPPORTED, "%s: %s: a %" PRIu64 "x%" PRIu64 " convolution LoRA: only 1x1 "
-                        "convolutions (a linear map on the channels) are supported", L->file, label, a[2], a[3]);
-    int conv = A->ndim == 4 && !ea->embedding;
-    if (!(A->ndim == 2 || conv) || B->ndim != A->ndim || (conv && (b[2] != 1 || b[3] != 1)))
-        return it__fail(L->err, IT_EFORMAT, "%s: %s: lora_A has %zu dimensions and lora_B %zu: expected [r, in] and "
-                        "[out, r] (Linear), or [r, in, 1, 1] and [out, r, 1, 1] (1x1 Conv2d)", L->file, label,
-                        A->ndim, B->ndim);
-    if (a[0] != b[1])
-        return it__fail(L->err, IT_EFORMAT, "%s: %s: lora_A is [%" PRIu64 ", %" PRIu64 ", ...] and lora_B [%" PRIu64
-                        ", %" PRIu64 ", ...]: the rank (lora_A's rows, lora_B's columns) must agree", L->file, label,
-                        a[0], a[1], b[0], b[1]);
-    if (a[0] == 0 || a[1] == 0 || b[0] == 0 || a[0] > (uint64_t)RANK_LIMIT || a[1] > (uint64_t)INT64_MAX ||
-        b[0] > (uint64_t)INT64_MAX)
-        return it__fail(L->err, IT_EFORMAT, "%s: %s: an empty or oversized lora_A / lora_B", L->file, label);
-    m->r = (int64_t)a[0], m->d_in = (int64_t)a[1], m->d_out = (int64_t)b[0];
-    return IT_OK;
+    TRY(rank_of(m, module, &out->r, &out->alpha, &out->scale, err));
+    out->old_known = m->old_ok;
+    out->old_r = out->r, out->old_alpha = out->alpha;
+    return m->old_ok ? old_rank_of(m, module, &out->old_r, &out->old_alpha, err) : IT_OK;
 }
 
-/* kohya / diffusers alpha: a one-element float tensor (kohya writes a 0-dim one). */
-static int read_alpha(loader *L, const entry *e, double *alpha)
+int it__lora_saved(const it__lora_matcher *m, const char *key, int *saved, it_err *err)
 {
-    char k[200];
-    float *v = NULL;
-    if (e->t->numel != 1 || e->t->ndim > 1)
-        return it__fail(L->err, IT_EFORMAT, "%s: tensor \"%s\": expected a scalar alpha, got %zu dimensions and %" PRIu64
-                        " elements", L->file, shown(e->t->name, k, sizeof k), e->t->ndim, e->t->numel);
-    TRY(to_f32(L, e->t, &v));
-    *alpha = v[0];
-    free(v);
-    if (!isfinite(*alpha))
-        return it__fail(L->err, IT_EFORMAT, "%s: tensor \"%s\": alpha is not finite", L->file,
-                        shown(e->t->name, k, sizeof k));
-    return IT_OK;
-}
-
-/* r, alpha and scale. PEFT: from the config (it_lora_module_rank's rule), which must agree with the
- * shapes, as PEFT fails to load the state dict otherwise (FACTS 2.6). kohya (FACTS 3.1, LoRAModule):
- * scale = alpha / r with r = lora_down's rows, alpha = r when the alpha tensor is missing or 0; this
- * is kohya's per-module alpha. diffusers loads such a file through PEFT with the most common alpha
- * in lora_alpha and the others in alpha_pattern, but the alpha_pattern keys it builds for attention
- * projections never match (FACTS 3.3 quirk), so a file whose attention modules have different
- * alphas gets the most common one there; for the usual uniform alpha both agree. diffusers' own
- * formats carry no alpha (training script: lora_alpha = r): scale 1, unless an alpha tensor is
- * present, which is then taken as written. */
-static int module_scale(loader *L, const entry *alpha, it_lora_module *m, const char *label)
-{
-    it_adapter *a = L->a;
-    if (a->format == IT_ADAPTER_PEFT) {
-        int64_t r;
-        rank_of(&L->m, m->name, &r, &m->alpha, &m->scale);
-        if (r != m->r)
-            return it__fail(L->err, IT_EFORMAT, "%s: %s: rank %" PRId64 " in the tensors but %" PRId64 " from %s "
-                            "(r / rank_pattern); PEFT would fail to load it", L->file, label, m->r, r, L->config);
-        return IT_OK;
-    }
-    m->alpha = (double)m->r;
-    if (alpha) TRY(read_alpha(L, alpha, &m->alpha));
-    if (a->format == IT_ADAPTER_KOHYA && m->alpha == 0) m->alpha = (double)m->r;
-    m->scale = m->alpha / (double)m->r;
-    return IT_OK;
-}
-
-/* One group of entries (one component and module) -> a module of the adapter, or a skip. */
-static int build_module(loader *L, entry *g, size_t n)
-{
-    it_adapter *a = L->a;
-    entry *role[3] = {NULL, NULL, NULL};
-    char label[300], k1[200], k2[200];
-    mod_label(g->comp, g->module, label, sizeof label);
-    for (size_t i = 0; i < n; i++) {
-        if (role[g[i].role])
-            return it__fail(L->err, IT_EFORMAT, "%s: tensors \"%s\" and \"%s\" are both the %s of %s", L->file,
-                            shown(role[g[i].role]->t->name, k1, sizeof k1), shown(g[i].t->name, k2, sizeof k2),
-                            role_name[g[i].role], label);
-        role[g[i].role] = &g[i];
-    }
-    if (!role[ROLE_A] || !role[ROLE_B]) {
-        const entry *have = role[ROLE_A] ? role[ROLE_A] : role[ROLE_B] ? role[ROLE_B] : role[ROLE_ALPHA];
-        return it__fail(L->err, IT_EFORMAT, "%s: %s: tensor \"%s\" has no matching %s", L->file, label,
-                        shown(have->t->name, k1, sizeof k1), role[ROLE_A] ? "lora_B (up)" : "lora_A (down)");
-    }
-    if (a->format == IT_ADAPTER_PEFT) {
-        int sel;
-        TRY(target_test(&L->m, g->module, &sel, L->err));
-        if (!sel) return add_warn(a, L->err, "%s: not selected by target_modules; ignored as PEFT does", label);
-    }
-    it_lora_module *m = &a->mods[a->n];
-    memset(m, 0, sizeof *m);
-    snprintf(m->component, sizeof m->component, "%s", g->comp);
-    TRY(module_shape(L, role[ROLE_A], role[ROLE_B], m, label));
-    m->name = g->module; /* taken: the entry no longer owns it */
-    g->module = NULL;
-    a->n++;
-    /* The base tensor is [d_in, d_out] for an embedding, and for fan_in_fan_out (HF Conv1D bases,
-     * FACTS 2.3). PEFT itself resets fan_in_fan_out by the base layer's class (an nn.Linear gets 0, a
-     * Conv1D 1, with a warning); without the model we follow the config, and the caller, who knows the
-     * base layer, checks. Convolutions ignore the flag, as in PEFT. */
-    m->transposed = m->kind == IT_LORA_EMBEDDING || (m->kind == IT_LORA_LINEAR && a->cfg.fan_in_fan_out);
-    TRY(module_scale(L, role[ROLE_ALPHA], m, label));
-    TRY(to_f32(L, role[ROLE_A]->t, &m->A));
-    return to_f32(L, role[ROLE_B]->t, &m->B);
-}
-
-/* Sorts the entries and builds the modules, which come out sorted by (component, name). */
-static int build_modules(loader *L)
-{
-    if (L->ne == 0) return it__fail(L->err, IT_EFORMAT, "%s: holds no LoRA tensors", L->file);
-    qsort(L->e, L->ne, sizeof *L->e, cmp_entry);
-    L->a->mods = it__calloc(L->ne, sizeof *L->a->mods);
-    if (!L->a->mods) return it__fail(L->err, IT_ENOMEM, "%s: out of memory", L->file);
-    for (size_t i = 0, j; i < L->ne; i = j) {
-        for (j = i + 1; j < L->ne && !strcmp(L->e[j].comp, L->e[i].comp) && !strcmp(L->e[j].module, L->e[i].module);)
-            j++;
-        TRY(build_module(L, &L->e[i], j - i));
-    }
-    return IT_OK;
-}
-
-/* ============================================================================================ */
-/* Adapters: loading                                                                             */
-/* ============================================================================================ */
-
-static void loader_free(loader *L)
-{
-    for (size_t i = 0; i < L->ne; i++) free(L->e[i].module);
-    free(L->e);
-    matcher_free(&L->m);
-    it_st_close(L->st);
-}
-
-/* Opens the weights and places every tensor with key(). */
-static int load_tensors(loader *L, int (*key)(loader *, const it_tensor *))
-{
-    size_t n = it_st_count(L->st);
-    L->e = it__calloc(n ? n : 1, sizeof *L->e);
-    if (!L->e) return it__fail(L->err, IT_ENOMEM, "%s: out of memory", L->file);
-    for (size_t i = 0; i < n; i++) TRY(key(L, it_st_tensor(L->st, i)));
-    return build_modules(L);
-}
-
-/* A PEFT folder (FACTS 2.1): adapter_config.json and adapter_model.safetensors. */
-static int load_peft(loader *L, const char *dir, const char *config)
-{
-    it_adapter *a = L->a;
-    a->format = IT_ADAPTER_PEFT;
-    L->config = config;
-    TRY(it_lora_config_load(&a->cfg, config, L->err));
-    a->has_config = 1;
-    if (a->cfg.use_dora)
-        return it__fail(L->err, IT_EUNSUPPORTED, "%s: use_dora: DoRA adapters change the forward pass (a learned "
-                        "magnitude per output) and are not supported; only plain LoRA is merged", config);
-    if (a->cfg.lora_bias)
-        return it__fail(L->err, IT_EUNSUPPORTED, "%s: lora_bias: a LoRA whose lora_B has a bias is not supported",
-                        config);
-    int rc = matcher_targets(&L->m, L->err);
-    if (rc == IT_OK) rc = matcher_ranks(&L->m, L->err);
-    if (rc != IT_OK) return it__err_prefix(L->err, config), rc;
-    if (!a->cfg.target_regex && a->cfg.ntargets == 0)
-        TRY(add_warn(a, L->err, "%s: no target_modules: PEFT would use the model type's default targets, which "
-                     "iteris cannot know here; every module in the file is used", config));
-    char *file = it__path_join(dir, "adapter_model.safetensors"), *bin = it__path_join(dir, "adapter_model.bin");
-    rc = file && bin ? IT_OK : it__fail(L->err, IT_ENOMEM, "%s: out of memory", dir);
-    L->file = file;
-    if (rc == IT_OK && !it__exists(file))
-        rc = it__exists(bin) ? it__fail(L->err, IT_EUNSUPPORTED, "%s: pickle files are not read; convert to "
-                                        "safetensors (adapter_model.safetensors)", bin)
-                             : it__fail(L->err, IT_ENOTFOUND, "%s: not found: the weights of the adapter described "
-                                        "by %s", file, config);
-    if (rc == IT_OK) rc = it_st_open(&L->st, file, L->err);
-    if (rc == IT_OK) rc = load_tensors(L, peft_key);
-    free(file);
-    free(bin);
-    L->file = NULL;
-    return rc;
-}
-
-/* One Stable Diffusion LoRA file; the format is told by its keys (FACTS 3.3): kohya when every key
- * starts with lora_unet_, lora_te_, lora_te1_ or lora_te2_ (dora_scale keys, DoRA, are refused
- * first, where diffusers drops them with a warning), diffusers' namings otherwise. */
-static int load_sd(loader *L, const char *file)
-{
-    L->file = file;
-    TRY(it_st_open(&L->st, file, L->err));
-    size_t n = it_st_count(L->st), kohya = 0;
-    for (size_t i = 0; i < n; i++) {
-        const it_tensor *t = it_st_tensor(L->st, i);
-        if (strstr(t->name, "dora_scale"))
-            return bad_key(L, IT_EUNSUPPORTED, t, "a DoRA scale: DoRA adapters change the forward pass and are not "
-                                                  "supported (only plain LoRA is merged)");
-        if (starts(t->name, "base_model.model."))
-            return bad_key(L, IT_EUNSUPPORTED, t, "a PEFT adapter's key: load the adapter folder (with its "
-                                                  "adapter_config.json), not its weights alone");
-        kohya += kohya_comp(t->name) != NULL;
-    }
-    L->a->format = n > 0 && kohya == n ? IT_ADAPTER_KOHYA : IT_ADAPTER_DIFFUSERS;
-    return load_tensors(L, L->a->format == IT_ADAPTER_KOHYA ? kohya_key : diff_key);
-}
-
-static int pickle_name(const char *path)
-{
-    size_t n = strlen(path);
-    return ends(path, n, ".bin") || ends(path, n, ".pt") || ends(path, n, ".pth") || ends(path, n, ".ckpt");
-}
-
-/* A folder: a PEFT adapter (adapter_config.json), else diffusers' pytorch_lora_weights.safetensors. */
-static int load_dir(loader *L, const char *dir)
-{
-    static const char *const names[] = {"adapter_config.json", "pytorch_lora_weights.safetensors",
-                                        "adapter_model.bin", "pytorch_lora_weights.bin"};
-    char *p[4];
-    int rc = IT_OK, have = -1;
-    for (int i = 0; i < 4; i++) {
-        p[i] = it__path_join(dir, names[i]);
-        if (!p[i]) rc = IT_ENOMEM;
-        else if (have < 0 && it__exists(p[i])) have = i;
-    }
-    if (rc != IT_OK) rc = it__fail(L->err, IT_ENOMEM, "%s: out of memory", dir);
-    else if (have == 0) rc = load_peft(L, dir, p[0]);
-    else if (have == 1) rc = load_sd(L, p[1]);
-    else if (have > 1) rc = it__fail(L->err, IT_EUNSUPPORTED, "%s: pickle files are not read; convert to safetensors", p[have]);
-    else rc = it__fail(L->err, IT_ENOTFOUND, "%s: not an adapter folder: no adapter_config.json (PEFT) and no "
-                       "pytorch_lora_weights.safetensors (diffusers)", dir);
-    L->file = NULL;
-    for (int i = 0; i < 4; i++) free(p[i]);
-    return rc;
-}
-
-/* A file: adapter_config.json (its folder is the adapter), a PEFT folder's adapter_model.safetensors
- * (likewise), or a Stable Diffusion .safetensors. */
-static int load_path(loader *L, const char *path)
-{
-    if (it__is_dir(path)) return load_dir(L, path);
-    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
-    char *dir = slash ? it__strndup(path, (size_t)(slash - path) + (slash == path)) : it__strdup(".");
-    char *config = dir ? it__path_join(dir, "adapter_config.json") : NULL;
-    int rc;
-    if (!config) rc = it__fail(L->err, IT_ENOMEM, "%s: out of memory", path);
-    else if (!it__exists(path)) rc = it__fail(L->err, IT_ENOTFOUND, "%s: no such file or folder", path);
-    else if (!strcmp(base, "adapter_config.json")) rc = load_peft(L, dir, path);
-    else if (!strcmp(base, "adapter_model.safetensors") && it__exists(config)) rc = load_peft(L, dir, config);
-    else if (ends(path, strlen(path), ".safetensors")) rc = load_sd(L, path);
-    else if (pickle_name(path)) rc = it__fail(L->err, IT_EUNSUPPORTED, "%s: pickle files are not read; convert to safetensors", path);
-    else rc = it__fail(L->err, IT_EFORMAT, "%s: expected a PEFT adapter folder, its adapter_config.json, or a "
-                       ".safetensors LoRA file", path);
-    free(dir);
-    free(config);
-    return rc;
-}
-
-int it_adapter_load(it_adapter **out, const char *path, it_err *err)
-{
-    *out = NULL;
-    it_adapter *a = it__calloc(1, sizeof *a);
-    if (!a || !(a->path = it__strdup(path))) {
-        free(a);
-        return it__fail(err, IT_ENOMEM, "%s: out of memory", path);
-    }
-    loader L = {.a = a, .m = {.cfg = &a->cfg}, .err = err};
-    int rc = load_path(&L, path);
-    loader_free(&L);
-    if (rc != IT_OK) it_adapter_free(a);
-    else *out = a;
-    return rc;
-}
-
-void it_adapter_free(it_adapter *a)
-{
-    if (!a) return;
-    for (size_t i = 0; i < a->n; i++) {
-        free(a->mods[i].name);
-        free(a->mods[i].A);
-        free(a->mods[i].B);
-    }
-    free(a->mods);
-    for (size_t i = 0; i < a->nwarn; i++) free(a->warn[i]);
-    free(a->warn);
-    it_lora_config_free(&a->cfg);
-    free(a->path);
-    free(a);
-}
-
-/* ============================================================================================ */
-/* Adapters: lookup, kohya names, deltas                                                         */
-/* ============================================================================================ */
-
-static int cmp_module(const void *x, const void *y)
-{
-    const it_lora_module *a = x, *b = y;
-    int c = strcmp(a->component, b->component);
-    return c ? c : strcmp(a->name, b->name);
-}
-
-const it_lora_module *it_adapter_find(const it_adapter *a, const char *component, const char *name)
-{
-    if (!a || a->n == 0 || strlen(component) >= sizeof a->mods[0].component) return NULL;
-    it_lora_module key;
-    snprintf(key.component, sizeof key.component, "%s", component);
-    key.name = (char *)(uintptr_t)name; /* bsearch's key is only read */
-    return bsearch(&key, a->mods, a->n, sizeof *a->mods, cmp_module);
-}
-
-/* One model path as kohya spells it: every '.' replaced by '_' (FACTS 3.1). */
-typedef struct kname {
-    char *key;
-    const char *path;
-} kname;
-
-static int cmp_kname(const void *x, const void *y)
-{
-    const kname *a = x, *b = y;
-    int c = strcmp(a->key, b->key);
-    return c ? c : strcmp(a->path, b->path);
-}
-
-static int cmp_kname_key(const void *k, const void *y) { return strcmp(k, ((const kname *)y)->key); }
-
-/* The kohya prefix of a module of that component, or NULL when its name has none. */
-static const char *kohya_prefix(const char *component, const char *name)
-{
-    static const struct {
-        const char *comp, *prefix;
-    } p[] = {{"unet", "lora_unet_"}, {"text_encoder", "lora_te_"}, {"text_encoder", "lora_te1_"},
-             {"text_encoder_2", "lora_te2_"}};
-    for (size_t i = 0; i < sizeof p / sizeof *p; i++)
-        if (!strcmp(component, p[i].comp) && starts(name, p[i].prefix)) return p[i].prefix;
-    return NULL;
-}
-
-/* The model paths of names[0..n) for the kohya modules of that component (NULL: left alone). */
-static int resolve_names(it_adapter *a, const char *component, kname *tab, size_t nm, const char **names, it_err *err)
-{
-    for (size_t i = 0; i < a->n; i++) {
-        const it_lora_module *m = &a->mods[i];
-        const char *prefix = kohya_prefix(component, m->name);
-        if (!prefix || strcmp(m->component, component)) continue;
-        const char *rest = m->name + strlen(prefix);
-        const kname *hit = bsearch(rest, tab, nm, sizeof *tab, cmp_kname_key);
-        char n[200], n1[160], n2[160];
-        if (!hit)
-            return it__fail(err, IT_ENOTFOUND, "%s: kohya module %s names no module of the %s", a->path,
-                            shown(m->name, n, sizeof n), component);
-        while (hit > tab && !strcmp(hit[-1].key, rest)) hit--; /* the first of equal keys */
-        for (const kname *o = hit + 1; o < tab + nm && !strcmp(o->key, rest); o++)
-            if (strcmp(o->path, hit->path))
-                return it__fail(err, IT_EFORMAT, "%s: kohya module %s is ambiguous: the %s has modules %s and %s",
-                                a->path, shown(m->name, n, sizeof n), component, shown(hit->path, n1, sizeof n1),
-                                shown(o->path, n2, sizeof n2));
-        names[i] = hit->path;
-    }
-    return IT_OK;
-}
-
-/* After resolution no two modules of the adapter may share (component, name): two kohya names for
- * one module ("lora_te_x" and "lora_te1_x"), or a kohya name for a module the file also names in
- * another spelling. Checked on a sorted copy of the would-be names. */
-typedef struct final_name {
-    const char *comp, *name;
-    size_t i;
-} final_name;
-
-static int cmp_final(const void *x, const void *y)
-{
-    const final_name *a = x, *b = y;
-    int c = strcmp(a->comp, b->comp);
-    return c ? c : strcmp(a->name, b->name);
-}
-
-static int resolve_dups(const it_adapter *a, const char **names, it_err *err)
-{
-    char n1[160], n2[160], n3[160];
-    final_name *f = it__malloc_n(a->n, sizeof *f);
-    if (!f) return it__fail(err, IT_ENOMEM, "%s: out of memory", a->path);
-    for (size_t i = 0; i < a->n; i++) f[i] = (final_name){a->mods[i].component, names[i] ? names[i] : a->mods[i].name, i};
-    qsort(f, a->n, sizeof *f, cmp_final);
-    int rc = IT_OK;
-    for (size_t k = 0; k + 1 < a->n && rc == IT_OK; k++)
-        if (!cmp_final(&f[k], &f[k + 1]))
-            rc = it__fail(err, IT_EFORMAT, "%s: modules %s and %s both name %s of the %s", a->path,
-                          shown(a->mods[f[k].i].name, n1, sizeof n1), shown(a->mods[f[k + 1].i].name, n2, sizeof n2),
-                          shown(f[k].name, n3, sizeof n3), f[k].comp);
-    free(f);
-    return rc;
-}
-
-/* Sorted kohya spellings of the model's paths: one table, then a binary search per module. */
-static int kohya_table(kname *tab, const char *const *modules, size_t n, const char *path, it_err *err)
-{
-    for (size_t j = 0; j < n; j++) {
-        tab[j].path = modules[j];
-        if (!(tab[j].key = it__strdup(modules[j]))) return it__fail(err, IT_ENOMEM, "%s: out of memory", path);
-        for (char *c = tab[j].key; *c; c++)
-            if (*c == '.') *c = '_';
-    }
-    qsort(tab, n, sizeof *tab, cmp_kname);
-    return IT_OK;
-}
-
-int it_adapter_resolve(it_adapter *a, const char *component, const char *const *modules, size_t nmodules,
-                       it_err *err)
-{
-    if (strcmp(component, "unet") && strcmp(component, "text_encoder") && strcmp(component, "text_encoder_2"))
-        return it__fail(err, IT_EINVAL, "%s: component \"%s\": expected unet, text_encoder or text_encoder_2",
-                        a->path, component);
-    size_t todo = 0;
-    for (size_t i = 0; i < a->n; i++) todo += !strcmp(a->mods[i].component, component) && kohya_prefix(component, a->mods[i].name);
-    if (todo == 0) return IT_OK;
-    kname *tab = it__calloc(nmodules ? nmodules : 1, sizeof *tab);
-    const char **names = it__calloc(a->n, sizeof *names);
-    char **copies = it__calloc(a->n, sizeof *copies);
-    int rc = tab && names && copies ? IT_OK : it__fail(err, IT_ENOMEM, "%s: out of memory", a->path);
-    if (rc == IT_OK) rc = kohya_table(tab, modules, nmodules, a->path, err);
-    if (rc == IT_OK) rc = resolve_names(a, component, tab, nmodules, names, err);
-    if (rc == IT_OK) rc = resolve_dups(a, names, err);
-    for (size_t i = 0; i < a->n && rc == IT_OK; i++)
-        if (names[i] && !(copies[i] = it__strdup(names[i]))) rc = it__fail(err, IT_ENOMEM, "%s: out of memory", a->path);
-    for (size_t i = 0; i < a->n && rc == IT_OK; i++) /* commit: all or nothing */
-        if (copies[i]) free(a->mods[i].name), a->mods[i].name = copies[i], copies[i] = NULL;
-    if (rc == IT_OK) qsort(a->mods, a->n, sizeof *a->mods, cmp_module);
-    for (size_t i = 0; copies && i < a->n; i++) free(copies[i]);
-    for (size_t j = 0; tab && j < nmodules; j++) free(tab[j].key);
-    free(tab);
-    free(names);
-    free(copies);
-    return rc;
-}
-
-/* dW = scale * B A (FACTS 2.3: W' = W + scaling (B @ A); kohya merge_to likewise, FACTS 3.1), row by
- * row: each element sums B[i][k] A[k][j] over k = 0..r-1 in double, then is multiplied by scale. */
-void it_lora_delta(const it_lora_module *m, double *delta)
-{
-    size_t r = (size_t)m->r, din = (size_t)m->d_in, dout = (size_t)m->d_out;
-    for (size_t i = 0; i < dout; i++) {
-        double *row = delta + i * din;
-        for (size_t j = 0; j < din; j++) row[j] = 0;
-        for (size_t k = 0; k < r; k++) {
-            double b = m->B[i * r + k];
-            const float *a = m->A + k * din;
-            for (size_t j = 0; j < din; j++) row[j] += b * a[j];
-        }
-        for (size_t j = 0; j < din; j++) row[j] *= m->scale;
-    }
+    size_t len = strlen(key);
+    int hit = 0;
+    for (size_t i = 0; i < m->nsave && hit == 0; i++) hit = it__re_match(m->save[i], key, len, 0, NULL, 0);
+    *saved = hit == 1;
+    return hit < 0 ? re_nomem(err) : IT_OK;
 }

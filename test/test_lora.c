@@ -1,8 +1,9 @@
-/* test/test_lora.c -- adapters (lora.c): every PEFT fixture in data/ loads with the right modules,
+/* test/test_lora.c -- adapters (lora.c, lora_files.c): every PEFT fixture in data/ loads with the right modules,
  * ranks and scales and gives scale * B A; small adapters written here in each on-disk format (PEFT
  * folders, kohya and diffusers Stable Diffusion files) check the naming rules, PEFT's target and
- * pattern rules (FACTS.md 2.5, 2.6) and every refusal, with the right code and a message that names
- * the file and the tensor or module. */
+ * pattern rules (FACTS.md 2.5, 2.6: current peft's, with a note where peft 0.10's differ), diffusers'
+ * lora_adapter_metadata and default alphas, and every refusal, with the right code and a message that
+ * names the file and the tensor or module. */
 #include "test.h"
 
 #include "iteris.h"
@@ -117,13 +118,19 @@ static void tb_peft(tbuf *b, const char *module, uint64_t r, uint64_t in, uint64
     tb_pair(b, "base_model.model.", module, ".lora_A.weight", ".lora_B.weight", r, in, out, seed);
 }
 
-static void tb_save(tbuf *b, const char *path)
+/* Writes b to path with __metadata__ {"format": "pt", "lora_adapter_metadata": meta} (meta NULL: no
+ * __metadata__), and empties b. */
+static void tb_save_meta(tbuf *b, const char *path, const char *meta)
 {
     it_err e;
-    CHECKF(it_st_save(path, b->t, b->n, NULL, NULL, 0, &e) == IT_OK, "%s: %s", path, e.msg);
+    const char *k[2] = {"format", "lora_adapter_metadata"}, *v[2] = {"pt", meta};
+    CHECKF(it_st_save(path, b->t, b->n, meta ? k : NULL, meta ? v : NULL, meta ? 2 : 0, &e) == IT_OK, "%s: %s", path,
+           e.msg);
     for (size_t i = 0; i < b->n; i++) free(b->data[i]), free(b->name[i]);
     b->n = 0;
 }
+
+static void tb_save(tbuf *b, const char *path) { tb_save_meta(b, path, NULL); }
 
 /* A PEFT folder: adapter_config.json = json and adapter_model.safetensors from b. */
 static const char *peft_dir(char *dir, const char *name, const char *json, tbuf *b)
@@ -457,11 +464,12 @@ static void test_lora_peft_bad(void)
     tb_add(&b, "base_model.model.m.v_proj.lora_B.weight", IT_F32, 2, (uint64_t[]){8, 4}, 1);
     peft_dir(dir, "lonely_b", "{\"r\": 4, \"target_modules\": [\"q_proj\", \"v_proj\"]}", &b);
     load_fails(dir, IT_EFORMAT, weights(dir), "has no matching lora_A");
-    /* a key without the prefix; a key PEFT does not write; 3-D tensors; an integer dtype */
+    /* keys with and without the prefix in one file; a key PEFT does not write; 3-D tensors; an integer dtype */
     tb_peft(&b, "m.q_proj", 4, 8, 8, 1);
     tb_add(&b, "m.k_proj.lora_A.weight", IT_F32, 2, (uint64_t[]){4, 8}, 1);
     peft_dir(dir, "prefix", "{\"r\": 4, \"target_modules\": [\"q_proj\"]}", &b);
-    load_fails(dir, IT_EFORMAT, weights(dir), "tensor \"m.k_proj.lora_A.weight\": expected the prefix \"base_model.model.\"");
+    load_fails(dir, IT_EFORMAT, weights(dir), "has PEFT's prefix \"base_model.model.\" and tensor \"m.k_proj.lora_A.weight\" "
+                                              "has not");
     tb_peft(&b, "m.q_proj", 4, 8, 8, 1);
     tb_add(&b, "base_model.model.m.q_proj.lora_C.weight", IT_F32, 2, (uint64_t[]){4, 8}, 1);
     peft_dir(dir, "unknown", "{\"r\": 4, \"target_modules\": [\"q_proj\"]}", &b);
@@ -509,6 +517,126 @@ static void test_lora_peft_bad(void)
     load_fails(dir, IT_EFORMAT, cfg, "r: expected a positive integer");
     write_text(dir, "adapter_config.json", "{\"peft_type\": \"LOHA\"}");
     load_fails(cfg, IT_EUNSUPPORTED, cfg, "peft_type \"LOHA\"");
+}
+
+/* Settings whose weights are not a plain delta on the unchanged base are refused naming the key
+ * (peft's LoraConfig); initialisations that leave the base alone, and unset values, are accepted. */
+static void test_lora_peft_not_plain(void)
+{
+    static const struct {
+        const char *extra, *want; /* extra config; the message part, or NULL when it loads */
+    } cases[] = {
+        {"\"init_lora_weights\": \"pissa\"", "init_lora_weights \"pissa\": PiSSA, OLoRA, CorDA and LoftQ change the base"},
+        {"\"init_lora_weights\": \"pissa_niter_16\"", "init_lora_weights \"pissa_niter_16\": PiSSA"},
+        {"\"init_lora_weights\": \"olora\"", "init_lora_weights \"olora\""},
+        {"\"init_lora_weights\": \"corda\"", "init_lora_weights \"corda\""},
+        {"\"init_lora_weights\": \"loftq\"", "init_lora_weights \"loftq\""},
+        {"\"init_lora_weights\": \"mystery\"", "init_lora_weights \"mystery\": not an initialisation iteris knows"},
+        {"\"use_qalora\": true", "use_qalora: QALoRA"},
+        {"\"alora_invocation_tokens\": [5, 6]", "alora_invocation_tokens: an activated LoRA"},
+        {"\"target_parameters\": [\"mlp.experts.down_proj\"]", "target_parameters: LoRA on parameters"},
+        {"\"layer_replication\": [[0, 2], [1, 2]]", "layer_replication: the adapter stacks repeated base layers"},
+        {"\"init_lora_weights\": true, \"use_qalora\": false, \"alora_invocation_tokens\": null, "
+         "\"target_parameters\": [], \"layer_replication\": null", NULL},
+        {"\"init_lora_weights\": false", NULL},
+        {"\"init_lora_weights\": \"gaussian\"", NULL},
+        {"\"init_lora_weights\": \"eva\", \"target_parameters\": null", NULL},
+        {"\"init_lora_weights\": \"orthogonal\", \"layer_replication\": []", NULL},
+    };
+    char dir[4096], cfg[4200], json[512];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        tbuf b = {0};
+        tb_peft(&b, "model.layers.0.self_attn.q_proj", 2, 4, 4, 1);
+        snprintf(json, sizeof json, "{\"r\": 2, \"target_modules\": [\"q_proj\"], %s}", cases[i].extra);
+        char name[32];
+        snprintf(name, sizeof name, "not_plain_%zu", i);
+        peft_dir(dir, name, json, &b);
+        snprintf(cfg, sizeof cfg, "%s/adapter_config.json", dir);
+        if (cases[i].want) {
+            load_fails(dir, IT_EUNSUPPORTED, cfg, cases[i].want);
+        } else {
+            it_adapter *a = load_ok(dir);
+            CHECKF(a && a->n == 1, "%s", cases[i].extra);
+            it_adapter_free(a);
+        }
+    }
+    /* it_lora_config_load still reads such a config (to describe it) */
+    it_lora_config c;
+    it_err e;
+    write_text(dir, "adapter_config.json", "{\"r\": 2, \"init_lora_weights\": \"pissa\", \"use_dora\": true}");
+    CHECKF(it_lora_config_load(&c, dir, &e) == IT_OK, "%s", e.msg);
+    CHECK(c.use_dora == 1);
+    it_lora_config_free(&c);
+    /* a value of the wrong type */
+    write_text(dir, "adapter_config.json", "{\"r\": 2, \"init_lora_weights\": 3}");
+    load_fails(dir, IT_EFORMAT, cfg, "init_lora_weights: expected true, false or a string, got 3");
+}
+
+/* transformers' load_adapter strips "base_model.model." only where a key has it: files without it load
+ * the same; one that mixes both is refused (test_lora_peft_bad). */
+static void test_lora_peft_unprefixed(void)
+{
+    char dir[4096], file[4200];
+    tbuf b = {0};
+    tb_pair(&b, "", "model.layers.0.self_attn.q_proj", ".lora_A.weight", ".lora_B.weight", 2, 6, 5, 1);
+    tb_pair(&b, "", "model.layers.0.self_attn.v_proj", ".lora_A.weight", ".lora_B.weight", 2, 6, 5, 3);
+    tb_add(&b, "model.embed_tokens.lora_embedding_A", IT_F32, 2, (uint64_t[]){2, 10}, 3);
+    tb_add(&b, "model.embed_tokens.lora_embedding_B", IT_F32, 2, (uint64_t[]){6, 2}, 4);
+    peft_dir(dir, "unprefixed", "{\"r\": 2, \"lora_alpha\": 4, \"target_modules\": [\"q_proj\", \"v_proj\", "
+                                "\"embed_tokens\"]}", &b);
+    it_adapter *a = load_ok(dir);
+    if (!a) return;
+    CHECK(a->n == 3 && a->nwarn == 0);
+    const it_lora_module *q = it_adapter_find(a, "", "model.layers.0.self_attn.q_proj");
+    const it_lora_module *emb = it_adapter_find(a, "", "model.embed_tokens");
+    CHECK(q && q->scale == 2.0 && emb && emb->kind == IT_LORA_EMBEDDING);
+    snprintf(file, sizeof file, "%s/adapter_model.safetensors", dir);
+    check_delta(q, file, "model.layers.0.self_attn.q_proj.lora_A.weight", "model.layers.0.self_attn.q_proj.lora_B.weight",
+                2.0);
+    it_adapter_free(a);
+    /* unknown keys are still refused by name */
+    tb_pair(&b, "", "m.q_proj", ".lora_A.weight", ".lora_B.weight", 2, 6, 5, 1);
+    tb_add(&b, "m.q_proj.lora_C.weight", IT_F32, 2, (uint64_t[]){2, 6}, 1);
+    peft_dir(dir, "unprefixed_bad", "{\"r\": 2, \"target_modules\": [\"q_proj\"]}", &b);
+    load_fails(dir, IT_EFORMAT, weights(dir), "tensor \"m.q_proj.lora_C.weight\": not a tensor of a PEFT");
+}
+
+/* save_embedding_layers (whole embeddings) and trainable tokens replace base weights: refused with a
+ * message that says so, with or without the prefix. */
+static void test_lora_peft_embedding_copies(void)
+{
+    static const char *const keys[] = {
+        "base_model.model.model.embed_tokens.base_layer.weight", "base_model.model.lm_head.base_layer.weight",
+        "base_model.model.model.embed_tokens.weight", "base_model.model.lm_head.weight", "model.embed_tokens.weight",
+        "base_model.model.shared.weight",
+    };
+    char dir[4096];
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+        tbuf b = {0};
+        int bare = strncmp(keys[i], "base_model.model.", 17) != 0;
+        tb_pair(&b, bare ? "" : "base_model.model.", "model.layers.0.self_attn.q_proj", ".lora_A.weight",
+                ".lora_B.weight", 2, 4, 4, 1);
+        tb_add(&b, keys[i], IT_F32, 2, (uint64_t[]){10, 4}, 1);
+        char name[32], want[200];
+        snprintf(name, sizeof name, "emb_copy_%zu", i);
+        peft_dir(dir, name, "{\"r\": 2, \"target_modules\": [\"q_proj\", \"embed_tokens\"]}", &b);
+        snprintf(want, sizeof want, "tensor \"%s\": a full copy of the base embedding (save_embedding_layers) "
+                                    "replaces base weights; not supported", keys[i]);
+        load_fails(dir, IT_EUNSUPPORTED, weights(dir), want);
+    }
+    tbuf b = {0};
+    tb_peft(&b, "model.layers.0.self_attn.q_proj", 2, 4, 4, 1);
+    tb_add(&b, "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta", IT_F32, 2,
+           (uint64_t[]){3, 4}, 1);
+    peft_dir(dir, "trainable_tokens", "{\"r\": 2, \"target_modules\": [\"q_proj\"], "
+                                      "\"trainable_token_indices\": [1, 2, 3]}", &b);
+    load_fails(dir, IT_EUNSUPPORTED, weights(dir), "trainable tokens (trainable_token_indices) replace rows of the base "
+                                                   "embedding; not supported");
+    /* a whole lm_head listed in modules_to_save keeps the modules_to_save message */
+    tb_peft(&b, "model.layers.0.self_attn.q_proj", 2, 4, 4, 1);
+    tb_add(&b, "base_model.model.lm_head.weight", IT_F32, 2, (uint64_t[]){10, 4}, 1);
+    peft_dir(dir, "mts_lm_head", "{\"r\": 2, \"target_modules\": [\"q_proj\"], \"modules_to_save\": [\"lm_head\"]}", &b);
+    load_fails(dir, IT_EUNSUPPORTED, weights(dir), "a modules_to_save copy");
 }
 
 /* target_modules as a list (FACTS 2.5): modules the config does not select are skipped with a note,
@@ -722,26 +850,28 @@ static void test_lora_target_regex(void)
     load_fails(dir, IT_EUNSUPPORTED, weights(dir), "tensor \"base_model.model.score.weight\": a modules_to_save copy");
 }
 
-/* layers_to_transform (FACTS 2.5 point 5) with and without layers_pattern: the layer index is
- * group 1 of the greedy re.match(r".*\.[^.]*\.(\d+)\."), or of r".*\.{pattern}\.(\d+)\.". */
+/* layers_to_transform (FACTS 2.5 point 5) with and without layers_pattern: the layer index is group 1
+ * of current peft's lazy re.match(r".*?\.[^.]*\.(\d+)\."), or of r".*?\.{pattern}\.(\d+)\." (PR #3318). */
 static void test_lora_layers_to_transform(void)
 {
     if (regex_missing("layers_to_transform")) return;
     it_lora_config c;
     memset(&c, 0, sizeof c);
-    char *t[] = {"q", "q_proj"}, *pat[] = {"block"}, *two[] = {"h", "layers"}, *empty[] = {""};
+    char *t[] = {"q", "q_proj", "up_proj"}, *pat[] = {"block"}, *two[] = {"h", "layers"}, *empty[] = {""};
     int64_t layers[] = {1};
-    c.targets = t, c.ntargets = 2, c.layers_to_transform = layers, c.nlayers = 1;
+    c.targets = t, c.ntargets = 3, c.layers_to_transform = layers, c.nlayers = 1;
     static const struct {
         const char *module;
         int plain, block; /* without layers_pattern; with layers_pattern "block" */
     } cases[] = {
-        /* T5 names: the greedy default finds the last ".<name>.<digits>." (layer.M), "block" finds block.N */
-        {"encoder.block.1.layer.0.SelfAttention.q", 0, 1},
-        {"encoder.block.0.layer.1.EncDecAttention.q", 1, 0},
+        /* T5 names: the lazy default finds the first ".<name>.<digits>." (block.N), as "block" does */
+        {"encoder.block.1.layer.0.SelfAttention.q", 1, 1},
+        {"encoder.block.0.layer.1.EncDecAttention.q", 0, 0},
         {"decoder.block.1.layer.1.EncDecAttention.q", 1, 1},
         {"model.layers.1.self_attn.q_proj", 1, 0},
         {"model.layers.0.self_attn.q_proj", 0, 0},
+        {"model.layers.1.mlp.experts.0.up_proj", 1, 0}, /* MoE: layer 1, not expert 0 */
+        {"model.layers.2.mlp.experts.1.up_proj", 0, 0},
         {"x.q_proj", 0, 0}, /* no index at all: not selected */
         {"q", 1, 1},      /* named exactly: the layer filter does not apply */
     };
@@ -750,8 +880,10 @@ static void test_lora_layers_to_transform(void)
         c.layers_pattern = NULL, c.nlayers_pattern = 0;
         CHECK(it_lora_targets(&c, cases[i].module, &out, NULL) == IT_OK);
         CHECKF(out == cases[i].plain, "%s: %d without layers_pattern", cases[i].module, out);
-        c.layers_pattern = empty, c.nlayers_pattern = 1; /* "" is "any", as no pattern */
-        CHECK(it_lora_targets(&c, cases[i].module, &out, NULL) == IT_OK && out == cases[i].plain);
+        /* [""] builds r".*?\.\.(\d+)\.", which never matches: nothing is selected but exact names */
+        c.layers_pattern = empty, c.nlayers_pattern = 1;
+        CHECK(it_lora_targets(&c, cases[i].module, &out, NULL) == IT_OK);
+        CHECKF(out == !strcmp(cases[i].module, "q"), "%s: %d with layers_pattern [\"\"]", cases[i].module, out);
         c.layers_pattern = pat, c.nlayers_pattern = 1;
         CHECK(it_lora_targets(&c, cases[i].module, &out, NULL) == IT_OK);
         CHECKF(out == cases[i].block, "%s: %d with layers_pattern block", cases[i].module, out);
@@ -767,7 +899,7 @@ static void test_lora_layers_to_transform(void)
     CHECK(it_lora_targets(&c, "model.layers.0.self_attn.q_proj", &out, NULL) == IT_OK && out == 1);
 
     /* through a folder of T5 names */
-    char dir[4096];
+    char dir[4096], cfg[4200];
     tbuf b = {0};
     tb_peft(&b, "encoder.block.0.layer.0.SelfAttention.q", 2, 4, 4, 1);
     tb_peft(&b, "encoder.block.1.layer.0.SelfAttention.q", 2, 4, 4, 2);
@@ -776,6 +908,89 @@ static void test_lora_layers_to_transform(void)
                             "\"layers_pattern\": \"block\"}", &b);
     it_adapter *a = load_ok(dir);
     CHECK(a && a->n == 2 && a->nwarn == 1 && it_adapter_find(a, "", "encoder.block.1.layer.0.SelfAttention.q"));
+    it_adapter_free(a);
+    /* layers_pattern "" (a string) is "any"; [""] selects nothing (every module noted as skipped) */
+    tb_peft(&b, "encoder.block.1.layer.0.SelfAttention.q", 2, 4, 4, 2);
+    peft_dir(dir, "layers_empty", "{\"r\": 2, \"target_modules\": [\"q\"], \"layers_to_transform\": 1, "
+                                  "\"layers_pattern\": \"\"}", &b);
+    a = load_ok(dir);
+    CHECK(a && a->n == 1 && a->cfg.nlayers_pattern == 0);
+    it_adapter_free(a);
+    tb_peft(&b, "encoder.block.1.layer.0.SelfAttention.q", 2, 4, 4, 2);
+    peft_dir(dir, "layers_empty_list", "{\"r\": 2, \"target_modules\": [\"q\"], \"layers_to_transform\": 1, "
+                                       "\"layers_pattern\": [\"\"]}", &b);
+    a = load_ok(dir);
+    CHECK(a && a->n == 0 && a->nwarn == 1 && strstr(a->warn[0], "not selected"));
+    it_adapter_free(a);
+    /* a layers_pattern with a group of its own: PEFT fails (int() of group 1); the message names the config */
+    tb_peft(&b, "encoder.block.1.layer.0.SelfAttention.q", 2, 4, 4, 2);
+    peft_dir(dir, "layers_group", "{\"r\": 2, \"target_modules\": [\"q\"], \"layers_to_transform\": 1, "
+                                  "\"layers_pattern\": \"(bl)ock\"}", &b);
+    snprintf(cfg, sizeof cfg, "%s/adapter_config.json", dir);
+    load_fails(dir, IT_EFORMAT, cfg, "group 1 of the layer regex is not a layer number in module "
+                                     "encoder.block.1.layer.0.SelfAttention.q");
+}
+
+/* Where peft 0.10 (the fixtures' writer) and current peft disagree, current peft decides and a note
+ * names the module: the layer index (greedy then, lazy now) and rank_pattern / alpha_pattern (one key
+ * from chain(rank_pattern, alpha_pattern) matched as ".*\.K$" then, independent "(.*\.)?(K)$" now). */
+static void test_lora_peft_versions(void)
+{
+    if (regex_missing("peft versions")) return;
+    char dir[4096], cfg[4200];
+    tbuf b = {0};
+    /* T5: layers_to_transform [0], no layers_pattern: block 0 now, "layer.1" (index 1) with the greedy regex */
+    tb_peft(&b, "encoder.block.0.layer.1.SelfAttention.q", 2, 4, 4, 1);
+    tb_peft(&b, "encoder.block.1.layer.0.SelfAttention.q", 2, 4, 4, 2);
+    tb_peft(&b, "encoder.block.0.layer.0.SelfAttention.q", 2, 4, 4, 3);
+    peft_dir(dir, "versions_layers", "{\"r\": 2, \"target_modules\": [\"q\"], \"layers_to_transform\": [0]}", &b);
+    snprintf(cfg, sizeof cfg, "%s/adapter_config.json", dir);
+    it_adapter *a = load_ok(dir);
+    if (a) {
+        CHECK(a->n == 2 && it_adapter_find(a, "", "encoder.block.0.layer.1.SelfAttention.q") &&
+              it_adapter_find(a, "", "encoder.block.0.layer.0.SelfAttention.q"));
+        /* block.0.layer.1: adapted now, not then; block.1.layer.0: not now (skip note), adapted then */
+        CHECKF(a->nwarn == 3, "%zu notes", a->nwarn);
+        int adapted = 0, skipped = 0;
+        for (size_t i = 0; i < a->nwarn; i++) {
+            test_note("note: %s", a->warn[i]);
+            CHECK(strncmp(a->warn[i], cfg, strlen(cfg)) == 0);
+            adapted += strstr(a->warn[i], "encoder.block.0.layer.1.SelfAttention.q\": adapted by current peft") != NULL &&
+                       strstr(a->warn[i], "did not adapt it") != NULL;
+            skipped += strstr(a->warn[i], "encoder.block.1.layer.0.SelfAttention.q\": not adapted by current peft") != NULL;
+        }
+        CHECK(adapted == 1 && skipped == 1);
+        it_adapter_free(a);
+    }
+    /* rank_pattern / alpha_pattern: q_proj is in both; peft 0.10 took rank_pattern's key alone (alpha 16) */
+    tb_peft(&b, "model.layers.0.self_attn.q_proj", 2, 4, 4, 1);
+    tb_peft(&b, "model.layers.0.self_attn.v_proj", 8, 4, 4, 2);
+    const char *json = "{\"r\": 8, \"lora_alpha\": 16, \"target_modules\": [\"q_proj\", \"v_proj\"], "
+                       "\"rank_pattern\": {\"q_proj\": 2}, \"alpha_pattern\": {\"self_attn.q_proj\": 4}}";
+    peft_dir(dir, "versions_ranks", json, &b);
+    snprintf(cfg, sizeof cfg, "%s/adapter_config.json", dir);
+    a = load_ok(dir);
+    if (a) {
+        const it_lora_module *q = it_adapter_find(a, "", "model.layers.0.self_attn.q_proj");
+        CHECK(q && q->r == 2 && q->alpha == 4 && q->scale == 2.0);
+        CHECKF(a->nwarn == 1 && strstr(a->warn[0], "self_attn.q_proj\": r 2, alpha 4 by current peft") &&
+                   strstr(a->warn[0], "give r 2, alpha 16"), "%zu notes: %s", a->nwarn, a->nwarn ? a->warn[0] : "");
+        it_adapter_free(a);
+    }
+    /* a key written as the whole name with '^': current peft matches it, peft 0.10 did not (rank 8 then);
+     * tensors of rank 8 fail now, and the message says which peft gives that rank */
+    tb_peft(&b, "model.layers.0.self_attn.q_proj", 8, 4, 4, 1);
+    peft_dir(dir, "versions_old_rank", "{\"r\": 8, \"target_modules\": [\"q_proj\"], "
+                                       "\"rank_pattern\": {\"^model.layers.0.self_attn.q_proj\": 4}}", &b);
+    load_fails(dir, IT_EFORMAT, weights(dir), "rank 8 in the tensors but 4 from");
+    load_fails(dir, IT_EFORMAT, weights(dir), "peft 0.10's rules, one key from chain(rank_pattern, alpha_pattern) "
+                                              "matched as .*\\.K$, give rank 8");
+    /* a key equal to the whole name applies in both (0.10 through its dict fallback): no note */
+    tb_peft(&b, "model.layers.0.self_attn.q_proj", 4, 4, 4, 1);
+    peft_dir(dir, "versions_same", "{\"r\": 8, \"target_modules\": [\"q_proj\"], "
+                                   "\"rank_pattern\": {\"model.layers.0.self_attn.q_proj\": 4}}", &b);
+    a = load_ok(dir);
+    CHECK(a && a->n == 1 && a->mods[0].r == 4 && a->nwarn == 0);
     it_adapter_free(a);
 }
 
@@ -1037,6 +1252,198 @@ static void test_lora_diffusers(void)
     load_fails(sd_file(path, "ddora.safetensors", &b), IT_EUNSUPPORTED, path, "DoRA");
 }
 
+/* The scale of module name of component comp is want (and its rank r). */
+static void check_scale(const it_adapter *a, const char *comp, const char *name, int64_t r, double want)
+{
+    const it_lora_module *m = it_adapter_find(a, comp, name);
+    CHECKF(m != NULL, "%s %s missing", comp, name);
+    if (m) CHECKF(m->r == r && fabs(m->scale - want) <= 1e-15 * fabs(want), "%s %s: r %lld scale %.17g, want r %lld "
+                  "scale %.17g", comp, name, (long long)m->r, m->scale, (long long)r, want);
+}
+
+/* diffusers' lora_adapter_metadata (loaders/lora_base.py): flat "<component>.<LoraConfig field>" keys in
+ * one JSON string; each component's r, lora_alpha, use_rslora, rank_pattern and alpha_pattern decide its
+ * modules' scales (utils/peft_utils.py _create_lora_config), and the alpha tensors are not used. */
+static void test_lora_diffusers_metadata(void)
+{
+    if (regex_missing("lora_adapter_metadata")) return;
+    char path[4096];
+    tbuf b = {0};
+    const char *meta = "{\n  \"text_encoder.lora_alpha\": 2,\n  \"text_encoder.r\": 2,\n  \"text_encoder.use_rslora\": true,\n"
+                       "  \"unet.alpha_pattern\": {\"to_v\": 2},\n  \"unet.init_lora_weights\": \"gaussian\",\n"
+                       "  \"unet.lora_alpha\": 8,\n  \"unet.peft_type\": \"LORA\",\n  \"unet.r\": 4,\n"
+                       "  \"unet.rank_pattern\": {\"^" ATT ".to_k\": 8},\n"
+                       "  \"unet.target_modules\": [\"to_q\", \"to_k\", \"to_v\"],\n"
+                       "  \"unet.use_dora\": false\n}";
+    tb_pair(&b, "unet.", ATT ".to_q", ".lora_A.weight", ".lora_B.weight", 4, 8, 8, 1);
+    tb_pair(&b, "unet.", ATT ".to_k", ".lora_A.weight", ".lora_B.weight", 8, 8, 8, 3);
+    tb_pair(&b, "unet.", ATT ".to_v", ".lora.down.weight", ".lora.up.weight", 4, 8, 8, 5);
+    tb_scalar(&b, "unet." ATT ".to_q.alpha", IT_F32, 1.0f); /* not used: the metadata decides */
+    tb_pair(&b, "text_encoder.", TEL ".self_attn.q_proj", ".lora_A.weight", ".lora_B.weight", 2, 6, 6, 7);
+    snprintf(path, sizeof path, "%s", test_tmppath("dmeta.safetensors"));
+    tb_save_meta(&b, path, meta);
+    it_adapter *a = load_ok(path);
+    if (a) {
+        CHECK(a->format == IT_ADAPTER_DIFFUSERS && a->n == 4 && !a->has_config);
+        check_scale(a, "unet", ATT ".to_q", 4, 2.0);
+        check_scale(a, "unet", ATT ".to_k", 8, 1.0);
+        check_scale(a, "unet", ATT ".to_v", 4, 0.5);
+        check_scale(a, "text_encoder", TEL ".self_attn.q_proj", 2, 2 / sqrt(2.0));
+        check_delta(it_adapter_find(a, "unet", ATT ".to_v"), path, "unet." ATT ".to_v.lora.down.weight",
+                    "unet." ATT ".to_v.lora.up.weight", 0.5);
+        size_t described = 0, old = 0;
+        for (size_t i = 0; i < a->nwarn; i++) {
+            test_note("note: %s", a->warn[i]);
+            CHECK(strncmp(a->warn[i], path, strlen(path)) == 0);
+            described += strstr(a->warn[i], "lora_adapter_metadata \"") && strstr(a->warn[i], "LoRA r ");
+            old += strstr(a->warn[i], ATT ".to_k\" (unet): r 8, alpha 8 by current peft") != NULL; /* 0.10: r 4 */
+        }
+        CHECKF(described == 2 && old == 1 && a->nwarn == 3, "%zu notes", a->nwarn);
+        it_adapter_free(a);
+    }
+    /* an empty value is no metadata (diffusers: "json.loads(raw) if raw else None"): scale first_r / r = 1 */
+    tb_pair(&b, "unet.", ATT ".to_q", ".lora_A.weight", ".lora_B.weight", 4, 8, 8, 1);
+    snprintf(path, sizeof path, "%s", test_tmppath("dmeta_empty.safetensors"));
+    tb_save_meta(&b, path, "");
+    a = load_ok(path);
+    CHECK(a && a->n == 1 && a->mods[0].scale == 1.0 && a->nwarn == 0);
+    it_adapter_free(a);
+
+    static const struct {
+        const char *meta, *want;
+        int code;
+    } bad[] = {
+        {"{\"unet.r\": 4}", "holds no \"text_encoder.\" keys for the text_encoder's LoRA tensors", IT_EFORMAT},
+        {"{\"unet\": {\"r\": 4}, \"text_encoder\": {\"r\": 2}}", "holds no \"unet.\" keys", IT_EFORMAT},
+        {"{\"unet.r\": 4, \"unet.use_dora\": true, \"text_encoder.r\": 2}",
+         "lora_adapter_metadata \"unet.*\": use_dora: DoRA", IT_EUNSUPPORTED},
+        {"{\"unet.r\": 4, \"text_encoder.r\": 2, \"text_encoder.lora_bias\": true}", "\"text_encoder.*\": lora_bias",
+         IT_EUNSUPPORTED},
+        {"{\"unet.r\": 4, \"unet.init_lora_weights\": \"pissa\", \"text_encoder.r\": 2}", "init_lora_weights \"pissa\"",
+         IT_EUNSUPPORTED},
+        {"{\"unet.r\": 8, \"text_encoder.r\": 2}", "rank 4 in the tensors but 8 from", IT_EFORMAT},
+        {"{\"unet.r\": 0, \"text_encoder.r\": 2}", "\"unet.*\": r: expected a positive integer, got 0", IT_EFORMAT},
+        {"{\"unet.r\": 4, \"unet.rank_pattern\": {\"to_q(\": 4}, \"text_encoder.r\": 2}",
+         "\"unet.*\": rank_pattern key \"to_q(\"", IT_EFORMAT},
+        {"{\"unet.r\": 4,", "lora_adapter_metadata", IT_EFORMAT},
+        {"[1, 2]", "expected a JSON object of \"<component>.<LoraConfig field>\" keys, got a JSON array", IT_EFORMAT},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        tb_pair(&b, "unet.", ATT ".to_q", ".lora_A.weight", ".lora_B.weight", 4, 8, 8, 1);
+        tb_pair(&b, "text_encoder.", TEL ".self_attn.q_proj", ".lora_A.weight", ".lora_B.weight", 2, 6, 6, 7);
+        snprintf(path, sizeof path, "%s", test_tmppath("dmeta_bad.safetensors"));
+        tb_save_meta(&b, path, bad[i].meta);
+        load_fails(path, bad[i].code, path, bad[i].want);
+    }
+}
+
+/* Alphas named after the converted down weight (diffusers' kohya conversion: split(".lora.")[0] +
+ * ".alpha", which keeps "to_q_lora.down.weight" for attention projections) scale their module. */
+static void test_lora_diffusers_alpha_names(void)
+{
+    char path[4096];
+    tbuf b = {0};
+    tb_pair(&b, "unet.", ATT ".processor.to_q", "_lora.down.weight", "_lora.up.weight", 4, 8, 8, 1);
+    tb_scalar(&b, "unet." ATT ".processor.to_q_lora.down.weight.alpha", IT_F16, 2.0f);
+    tb_pair(&b, "unet.", ATT ".processor.to_out", "_lora.down.weight", "_lora.up.weight", 4, 8, 8, 3);
+    tb_scalar(&b, "unet." ATT ".processor.to_out_lora.down.weight.alpha", IT_F16, 8.0f);
+    tb_pair(&b, "unet.", "mid_block.attentions.0.proj_in", ".lora.down.weight", ".lora.up.weight", 2, 8, 8, 5);
+    tb_scalar(&b, "unet.mid_block.attentions.0.proj_in.lora.down.weight.alpha", IT_F32, 1.0f);
+    tb_pair(&b, "text_encoder.", TEL ".self_attn.to_k", "_lora.down.weight", "_lora.up.weight", 4, 6, 6, 7);
+    tb_scalar(&b, "text_encoder." TEL ".self_attn.to_k_lora.down.weight.alpha", IT_F32, 1.0f);
+    tb_pair(&b, "text_encoder.", TEL ".mlp.fc1", ".lora_linear_layer.down.weight", ".lora_linear_layer.up.weight", 2,
+            6, 12, 9);
+    tb_scalar(&b, "text_encoder." TEL ".mlp.fc1.lora_linear_layer.down.weight.alpha", IT_F32, 4.0f);
+    it_adapter *a = load_ok(sd_file(path, "dalpha_names.safetensors", &b));
+    if (a) {
+        CHECKF(a->n == 5, "%zu modules", a->n);
+        check_scale(a, "unet", ATT ".to_q", 4, 0.5);
+        check_scale(a, "unet", ATT ".to_out.0", 4, 2.0);
+        check_scale(a, "unet", "mid_block.attentions.0.proj_in", 2, 0.5);
+        check_scale(a, "text_encoder", TEL ".self_attn.k_proj", 4, 0.25);
+        check_scale(a, "text_encoder", TEL ".mlp.fc1", 2, 2.0);
+        it_adapter_free(a);
+    }
+    /* an alpha named after an up weight, or after a down weight of no LoRA layer: refused by name */
+    tb_pair(&b, "unet.", ATT ".to_q", ".lora.down.weight", ".lora.up.weight", 4, 8, 8, 1);
+    tb_scalar(&b, "unet." ATT ".to_q.lora.up.weight.alpha", IT_F32, 1.0f);
+    load_fails(sd_file(path, "dalpha_up.safetensors", &b), IT_EFORMAT, path,
+               "to_q.lora.up.weight.alpha\": an alpha named after a weight that is not a LoRA down weight");
+    tb_pair(&b, "unet.", ATT ".to_q", ".lora.down.weight", ".lora.up.weight", 4, 8, 8, 1);
+    tb_scalar(&b, "unet." ATT ".to_q.down.weight.alpha", IT_F32, 1.0f);
+    load_fails(sd_file(path, "dalpha_down.safetensors", &b), IT_EFORMAT, path, "which module it scales is unclear");
+}
+
+/* Component prefixes: unet, text_encoder, text_encoder_2, or an un-prefixed UNet module; any other first
+ * segment (another pipeline's component) is refused naming it. */
+static void test_lora_diffusers_components(void)
+{
+    char path[4096];
+    tbuf b = {0};
+    tb_pair(&b, "", "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k", ".lora_A.weight", ".lora_B.weight",
+            4, 8, 8, 1);
+    tb_pair(&b, "", "time_embedding.linear_1", ".lora_A.weight", ".lora_B.weight", 4, 8, 8, 3);
+    tb_pair(&b, "", "conv_in", ".lora_A.weight", ".lora_B.weight", 4, 8, 8, 5);
+    tb_pair(&b, "unet.", "up_blocks.0.attentions.0.proj_out", ".lora_A.weight", ".lora_B.weight", 4, 8, 8, 7);
+    it_adapter *a = load_ok(sd_file(path, "dcomp.safetensors", &b));
+    if (a) {
+        CHECK(a->n == 4 && it_adapter_find(a, "unet", "time_embedding.linear_1") && it_adapter_find(a, "unet", "conv_in"));
+        for (size_t i = 0; i < a->n; i++) CHECK(!strcmp(a->mods[i].component, "unet"));
+        it_adapter_free(a);
+    }
+    static const char *const other[] = {"transformer", "text_encoder_3", "prior", "decoder"};
+    for (size_t i = 0; i < sizeof other / sizeof *other; i++) {
+        char prefix[64], want[160];
+        snprintf(prefix, sizeof prefix, "%s.", other[i]);
+        tb_pair(&b, "unet.", ATT ".to_q", ".lora_A.weight", ".lora_B.weight", 4, 8, 8, 1);
+        tb_pair(&b, prefix, "blocks.0.attn.to_q", ".lora_A.weight", ".lora_B.weight", 4, 8, 8, 1);
+        snprintf(want, sizeof want, "component \"%s\" is not one iteris merges", other[i]);
+        load_fails(sd_file(path, "dcomp_other.safetensors", &b), IT_EUNSUPPORTED, path, want);
+    }
+}
+
+/* No alphas, mixed ranks: diffusers' get_peft_kwargs makes lora_alpha the rank of the first lora_B of
+ * its rank dict (the UNet's sorted keys; the text encoder's module order, k_proj before q_proj), so a
+ * module of rank r gets scale first_r / r. */
+static void test_lora_diffusers_mixed_ranks(void)
+{
+    char path[4096];
+    tbuf b = {0};
+    tb_pair(&b, "unet.", ATT ".to_k", ".lora.down.weight", ".lora.up.weight", 8, 8, 8, 1);   /* first by name */
+    tb_pair(&b, "unet.", ATT ".to_q", ".lora_A.weight", ".lora_B.weight", 4, 8, 8, 3);
+    tb_pair(&b, "unet.", "up_blocks.1.attentions.0.proj_in", ".lora_A.weight", ".lora_B.weight", 2, 8, 8, 5);
+    tb_pair(&b, "text_encoder.", TEL ".mlp.fc1", ".lora_A.weight", ".lora_B.weight", 2, 6, 12, 7); /* first by name */
+    tb_pair(&b, "text_encoder.", TEL ".self_attn.q_proj", ".lora_A.weight", ".lora_B.weight", 2, 6, 6, 9);
+    tb_pair(&b, "text_encoder.", TEL ".self_attn.k_proj", ".lora_A.weight", ".lora_B.weight", 4, 6, 6, 11); /* first */
+    tb_pair(&b, "text_encoder.", "text_model.encoder.layers.1.self_attn.k_proj", ".lora_A.weight", ".lora_B.weight", 2,
+            6, 6, 13);
+    tb_pair(&b, "text_encoder_2.", TEL ".self_attn.q_proj", ".lora_A.weight", ".lora_B.weight", 2, 6, 6, 15);
+    tb_pair(&b, "text_encoder_2.", TEL ".self_attn.v_proj", ".lora_A.weight", ".lora_B.weight", 2, 6, 6, 17);
+    it_adapter *a = load_ok(sd_file(path, "dmixed.safetensors", &b));
+    if (!a) return;
+    CHECKF(a->n == 9, "%zu modules", a->n);
+    check_scale(a, "unet", ATT ".to_k", 8, 1.0);
+    check_scale(a, "unet", ATT ".to_q", 4, 2.0);
+    check_scale(a, "unet", "up_blocks.1.attentions.0.proj_in", 2, 4.0);
+    check_scale(a, "text_encoder", TEL ".self_attn.k_proj", 4, 1.0);
+    check_scale(a, "text_encoder", TEL ".mlp.fc1", 2, 2.0);
+    check_scale(a, "text_encoder", TEL ".self_attn.q_proj", 2, 2.0);
+    check_scale(a, "text_encoder", "text_model.encoder.layers.1.self_attn.k_proj", 2, 2.0);
+    check_scale(a, "text_encoder_2", TEL ".self_attn.q_proj", 2, 1.0);
+    check_delta(it_adapter_find(a, "unet", "up_blocks.1.attentions.0.proj_in"), path,
+                "unet.up_blocks.1.attentions.0.proj_in.lora_A.weight", "unet.up_blocks.1.attentions.0.proj_in.lora_B.weight",
+                4.0);
+    /* one note per component of mixed ranks */
+    CHECKF(a->nwarn == 2, "%zu notes", a->nwarn);
+    for (size_t i = 0; i < a->nwarn; i++) {
+        test_note("note: %s", a->warn[i]);
+        CHECK(strstr(a->warn[i], "lora_alpha to the rank of its first lora_B") != NULL);
+    }
+    CHECK(a->nwarn == 2 && strstr(a->warn[0], ": unet: no alphas and ranks from 2 to 8") &&
+          strstr(a->warn[1], ": text_encoder: no alphas and ranks from 2 to 4"));
+    it_adapter_free(a);
+}
+
 /* it_lora_delta against a naive triple loop on an odd shape, and the scale applied last. */
 static void test_lora_delta_naive(void)
 {
@@ -1064,13 +1471,21 @@ void suite_lora(void)
     RUN(test_lora_peft_conv);
     RUN(test_lora_peft_refusals);
     RUN(test_lora_peft_bad);
+    RUN(test_lora_peft_not_plain);
+    RUN(test_lora_peft_unprefixed);
+    RUN(test_lora_peft_embedding_copies);
     RUN(test_lora_peft_targets_list);
     RUN(test_lora_rank_pattern);
     RUN(test_lora_target_regex);
     RUN(test_lora_layers_to_transform);
+    RUN(test_lora_peft_versions);
     RUN(test_lora_kohya);
     RUN(test_lora_kohya_resolve);
     RUN(test_lora_kohya_bad);
     RUN(test_lora_diffusers);
+    RUN(test_lora_diffusers_metadata);
+    RUN(test_lora_diffusers_alpha_names);
+    RUN(test_lora_diffusers_components);
+    RUN(test_lora_diffusers_mixed_ranks);
     RUN(test_lora_delta_naive);
 }
