@@ -97,6 +97,10 @@ int it__is_dir(const char *path);
 /* 1 if path names an existing file of any kind, 0 otherwise. */
 int it__exists(const char *path);
 
+/* splitmix64 (Steele, Lea & Flood, OOPSLA 2014): the seeded stream behind every random number the
+ * library draws (SVD start vectors, DARE masks); the same on every platform. */
+uint64_t it__splitmix64(uint64_t *state);
+
 /* Atomic output: it__out_open creates a temporary file next to path (same folder, so the final
  * rename stays within one filesystem); write with it__out_write; it__out_commit flushes, syncs and
  * renames it over path; it__out_abort (also safe after a failed write or commit) removes it. */

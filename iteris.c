@@ -223,27 +223,31 @@ static int add_delta_times(const solve_ctx *c, const it_site_task *t, double f, 
 
 /* X = P Q^-1 with Q symmetric (both triangles given). Q's lower triangle and diagonal are
  * overwritten by the factor; on failure they are rebuilt from the upper triangle and a growing
- * ridge is added. P is untouched until the factorisation succeeds. */
-static int solve_spd(const solve_ctx *c, double *Q, double *P, double *ridge)
+ * ridge is added (reported in info). P is untouched until the factorisation succeeds. */
+static int solve_spd(const solve_ctx *c, double *Q, double *P, it_site_info *info)
 {
     size_t n = c->n;
+    double mean = 0.0;
+    for (size_t i = 0; i < n; i++) mean += Q[i * n + i];
+    mean /= (double)n;
+    if (!(mean > 0.0))
+        return it__fail(c->err, IT_EINVAL, "site %s: no task's calibration rows reach this site", c->site->name);
     double *diag = it__malloc_n(n, sizeof *diag);
     if (!diag) return oom(c);
-    double mean = 0.0;
-    for (size_t i = 0; i < n; i++) diag[i] = Q[i * n + i], mean += diag[i];
-    mean /= (double)n;
-    *ridge = 0.0;
+    for (size_t i = 0; i < n; i++) diag[i] = Q[i * n + i];
+    double r = 0.0, *ridge = &r;
     int rc = IT_ENOTSPD;
     size_t pivot = 0;
-    for (int e = -12; e <= -2; e++) {
+    for (int e = -13; e <= -2; e++) { /* -13: no ridge; then 1e-12 ... 1e-2 */
+        if (e > -13) { /* restore the lower triangle, then add the next ridge */
+            *ridge = pow(10.0, e);
+            for (size_t i = 0; i < n; i++) {
+                for (size_t j = 0; j < i; j++) Q[i * n + j] = Q[j * n + i];
+                Q[i * n + i] = diag[i] + *ridge * mean;
+            }
+        }
         rc = it_dpotrf(Q, n, n, &pivot);
         if (rc != IT_ENOTSPD) break;
-        /* restore the lower triangle, then add the next ridge */
-        *ridge = pow(10.0, e);
-        for (size_t i = 0; i < n; i++) {
-            for (size_t j = 0; j < i; j++) Q[i * n + j] = Q[j * n + i];
-            Q[i * n + i] = diag[i] + *ridge * mean;
-        }
     }
     free(diag);
     if (rc == IT_ENOTSPD)
@@ -251,6 +255,7 @@ static int solve_spd(const solve_ctx *c, double *Q, double *P, double *ridge)
                         "site %s: Q is not positive definite even with a ridge of 1e-2 times its mean "
                         "diagonal (pivot %zu)", c->site->name, pivot);
     if (rc != IT_OK) return oom(c);
+    if (info) info->ridge = r;
     rc = it_dtrsm_right(IT_T, c->m, n, Q, n, P, n);
     if (rc == IT_OK) rc = it_dtrsm_right(IT_N, c->m, n, Q, n, P, n);
     return rc == IT_OK ? IT_OK : oom(c);
@@ -306,20 +311,14 @@ static int solve_iteris(const solve_ctx *c, double *wstar, it_site_info *info)
         free(W0);
         if (rc != IT_OK) rc = oom(c);
     }
-    double tr = 0.0;
-    for (size_t j = 0; rc == IT_OK && j < n; j++) tr += Q[j * n + j];
-    if (rc == IT_OK && !(tr > 0.0))
-        rc = it__fail(c->err, IT_EINVAL, "site %s: no task's calibration rows reach this site", s->name);
-    double ridge = 0.0;
-    if (rc == IT_OK) rc = solve_spd(c, Q, wstar, &ridge);
-    if (rc == IT_OK && info) info->ridge = ridge;
+    if (rc == IT_OK) rc = solve_spd(c, Q, wstar, info);
     free(Q), free(Csum);
     return rc;
 }
 
-/* RegMean: G'_i = X_i^T X_i with off-diagonals times alpha; W* = (sum m_i V_i G'_i)(sum m_i G'_i)^-1.
- * Written as V G' = alpha V G + (1 - alpha) V diag(G). With with_pretrain V_i = W0 + dW_i, which
- * gives the same answer plus W0 when the weights are positive. */
+/* RegMean: G'_i = X_i^T X_i with off-diagonals times alpha; W* = (sum m_i V_i G'_i)(sum m_i G'_i)^-1
+ * (Jin et al. 2023, eq. 3 with their reduce_non_diagonal_ratio). With with_pretrain V_i = W0 + dW_i,
+ * which gives the delta's answer plus W0. */
 static int solve_regmean(const solve_ctx *c, double *wstar, it_site_info *info)
 {
     const it_site *s = c->site;
@@ -352,13 +351,7 @@ static int solve_regmean(const solve_ctx *c, double *wstar, it_site_info *info)
             rc = add_delta_times(c, t, wi, G, 0.0, wstar);
         }
     }
-    double tr = 0.0;
-    for (size_t j = 0; rc == IT_OK && j < n; j++) tr += Q[j * n + j];
-    if (rc == IT_OK && !(tr > 0.0))
-        rc = it__fail(c->err, IT_EINVAL, "site %s: no task's calibration rows reach this site", s->name);
-    double ridge = 0.0;
-    if (rc == IT_OK) rc = solve_spd(c, Q, wstar, &ridge);
-    if (rc == IT_OK && info) info->ridge = ridge;
+    if (rc == IT_OK) rc = solve_spd(c, Q, wstar, info);
     free(Q), free(G), free(V);
     return rc;
 }
@@ -437,15 +430,6 @@ static int solve_ties(const solve_ctx *c, double *wstar)
     return rc;
 }
 
-/* splitmix64 (Steele, Lea & Flood 2014): the stream behind DARE's masks. */
-static uint64_t splitmix(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15u);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-    return z ^ (z >> 31);
-}
-
 /* The mask stream of (seed, site, task): FNV-1a of the site name mixed with both, so every site
  * and task draws its own mask, the same for any thread count or site order. */
 static uint64_t dare_stream(uint64_t seed, const char *site, size_t task)
@@ -453,8 +437,8 @@ static uint64_t dare_stream(uint64_t seed, const char *site, size_t task)
     uint64_t h = 0xcbf29ce484222325u;
     for (const char *p = site ? site : ""; *p; p++) h = (h ^ (unsigned char)*p) * 0x100000001b3u;
     uint64_t x = seed ^ h;
-    x = splitmix(&x) ^ (uint64_t)task;
-    return splitmix(&x);
+    x = it__splitmix64(&x) ^ (uint64_t)task;
+    return it__splitmix64(&x);
 }
 
 /* peft's dare_linear: each entry of dW_i kept with probability 1 - p and divided by 1 - p, then
@@ -473,7 +457,7 @@ static int solve_dare(const solve_ctx *c, double *wstar)
         uint64_t x = dare_stream(c->o->seed, s->name, i);
         double w = weight(c, i);
         for (size_t j = 0; j < len; j++) {
-            double u = (double)(splitmix(&x) >> 11) * 0x1p-53;
+            double u = (double)(it__splitmix64(&x) >> 11) * 0x1p-53;
             if (u >= p) wstar[j] += w * d[j] / keep;
         }
     }
@@ -489,7 +473,7 @@ static int check_inputs(const solve_ctx *c)
 {
     const it_site *s = c->site;
     const it_solve_opts *o = c->o;
-    const char *name = s->name ? s->name : "?";
+    const char *name = s->name;
     if (s->d_out <= 0 || s->d_in <= 0 || s->ntasks == 0 || !s->tasks)
         return it__fail(c->err, IT_EINVAL, "site %s: empty problem (%lld x %lld, %zu tasks)", name,
                         (long long)s->d_out, (long long)s->d_in, s->ntasks);
@@ -524,8 +508,11 @@ static int check_inputs(const solve_ctx *c)
     return IT_OK;
 }
 
-int it_site_solve(const it_site *site, const it_solve_opts *o, double *wstar, it_site_info *info, it_err *err)
+int it_site_solve(const it_site *site_in, const it_solve_opts *o, double *wstar, it_site_info *info, it_err *err)
 {
+    it_site named = *site_in; /* every message names the site */
+    if (!named.name) named.name = "?";
+    const it_site *site = &named;
     solve_ctx c = {site, o, (size_t)site->d_out, (size_t)site->d_in, err};
     int rc = check_inputs(&c);
     if (rc != IT_OK) return rc;

@@ -714,20 +714,12 @@ int it_dposv_right(double *Q, size_t ldq, size_t n, double *P, size_t ldp, size_
 /* SVD                                                                                           */
 /* ============================================================================================ */
 
-/* A reproducible stream: splitmix64 (Steele, Lea & Flood, OOPSLA 2014), and normal deviates by
- * the Box-Muller transform. */
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15u);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-    return z ^ (z >> 31);
-}
+/* Normal deviates by the Box-Muller transform from the splitmix64 stream. */
 
 static double gaussian(uint64_t *s)
 {
-    double u1 = ((double)(splitmix(s) >> 11) + 0.5) / 9007199254740992.0;
-    double u2 = (double)(splitmix(s) >> 11) / 9007199254740992.0;
+    double u1 = ((double)(it__splitmix64(s) >> 11) + 0.5) / 9007199254740992.0;
+    double u2 = (double)(it__splitmix64(s) >> 11) / 9007199254740992.0;
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 

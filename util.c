@@ -267,3 +267,11 @@ void it__out_abort(it__out *o)
     free(o->path);
     memset(o, 0, sizeof *o);
 }
+
+uint64_t it__splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}

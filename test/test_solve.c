@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 /* ============================================================================================ */
 /* Random problems                                                                               */
@@ -613,6 +614,21 @@ static void test_solve_features_file(void)
     snprintf(cmd, sizeof cmd, "%s solve --features %s --out %s --alpha1 1e-3 --alpha2 2e-3 --dtype F64", bin ? bin : "./iteris",
              feat, test_tmppath("cli.safetensors"));
     CHECK(system(cmd) == 0);
+    /* usage errors exit 2, bad input 1 */
+    snprintf(cmd, sizeof cmd, "%s solve --features %s 2>/dev/null", bin ? bin : "./iteris", feat);
+    CHECK(WEXITSTATUS(system(cmd)) == 2);
+    snprintf(cmd, sizeof cmd, "%s solve --features %s --out %s --method magic 2>/dev/null", bin ? bin : "./iteris", feat,
+             test_tmppath("x.safetensors"));
+    CHECK(WEXITSTATUS(system(cmd)) == 2);
+    snprintf(cmd, sizeof cmd, "%s solve --features %s --out %s --weights 1,2,3 2>/dev/null", bin ? bin : "./iteris", feat,
+             test_tmppath("x.safetensors"));
+    CHECK(WEXITSTATUS(system(cmd)) == 1); /* 3 weights for 2 tasks */
+    snprintf(cmd, sizeof cmd, "%s solve --features %s --out %s 2>/dev/null", bin ? bin : "./iteris",
+             test_tmppath("missing.safetensors"), test_tmppath("x.safetensors"));
+    CHECK(WEXITSTATUS(system(cmd)) == 1);
+    FILE *leftover = fopen(test_tmppath("x.safetensors"), "rb"); /* failed runs leave no output */
+    CHECK(leftover == NULL);
+    if (leftover) fclose(leftover);
     size_t l1 = 0, l2 = 0;
     unsigned char *f1 = test_read_file(out, &l1), *f2 = test_read_file(test_tmppath("cli.safetensors"), &l2);
     CHECK(f1 && f2 && l1 == l2 && !memcmp(f1, f2, l1));
