@@ -6,16 +6,21 @@
  * Xt_i: in the current merged model, same rows). Nothing here knows which model the site belongs
  * to; the schedules that refresh Xt live with the forward passes.
  *
- * IterIS (Chen et al., CVPR 2025, arXiv 2411.15231; the formulas of its official implementation):
+ * IterIS (Chen et al., CVPR 2025, arXiv 2411.15231), as its official implementation computes it
+ * (HKUST-LongGroup/IterIS-merging: solution_matrix() and the ceof_list of update_param()):
  *
- *   l_i  = ||W0 + dW_i||_F^2 / ||X_i (W0 + dW_i)^T||_F^2          adaptive weight (paper eq. 7)
- *   Xh_i = (1 - beta) Xt_i + beta X_i                               reg-mix (official reg_ceof)
- *   C_i  = X_i^T Xh_i  + a1 ||X_i^T Xh_i||_F  I                     (eq. 5, with the a1 term)
- *   G_i  = Xh_i^T Xh_i + a2 ||Xh_i^T Xh_i||_F I
+ *   l_i  = ||W0 + dW_i||_F^2 / ||X_i (W0 + dW_i)^T||_F^2          the paper's adaptive weights
+ *   Xh_i = (1 - beta) Xt_i + beta X_i                               reg_ceof in the official code
+ *   C_i  = X_i^T Xh_i  + a1 ||X_i^T Xh_i||_F  I                     the paper's regularisation term,
+ *   G_i  = Xh_i^T Xh_i + a2 ||Xh_i^T Xh_i||_F I                     scaled by the statistics' norm
  *   P    = sum_i l_i m_i V_i C_i,  Q = sum_i l_i m_i G_i             V_i = dW_i or W0 + dW_i
- *   W*   = P Q^-1                                                   (eq. 6), by Cholesky of Q
+ *   W*   = P Q^-1                                                   the closed-form solution, by
+ *                                                                   Cholesky of Q (torch.linalg.solve
+ *                                                                   there)
  *
- * W* minimises sum_i l_i m_i ||X_i V_i^T - Xh_i W^T||^2 plus the two ridge terms. Everything is in
+ * Without a1, a2, W* minimises sum_i l_i m_i ||X_i V_i^T - Xh_i W^T||_F^2; the two terms add
+ * a1' V_i to P and a2' I to Q (a1', a2' the scaled coefficients), which for a1' = a2' is the penalty
+ * a ||W - V_i||_F^2 pulling W* towards each V_i in directions no feature reaches. Everything is in
  * double. When Q is not positive definite (too few rows, a1 = a2 = 0) a ridge eps * mean(diag Q) is
  * added, eps = 1e-12, 1e-11, ... 1e-2, and reported.
  *
