@@ -530,6 +530,59 @@ int it_lora_module_rank(const it_lora_config *cfg, const char *module, int64_t *
 
 
 /* ============================================================================================ */
+/* Models and their sites (model.c, model_<arch>.c)                                              */
+/* ============================================================================================ */
+/*
+ * A model is loaded from a folder (config.json + safetensors, single or sharded; f32, f16 or bf16
+ * on disk, computed in f32). Every linear layer is a site: a base weight W0 [d_out x d_in] (linear
+ * view), an optional delta, and an observer that receives the site's input rows. Sites that read
+ * the same input (q, k, v; gate, up) share a group; groups are numbered in execution order (the
+ * sweep schedule's stages).
+ */
+typedef struct it_model it_model;
+
+typedef struct it_model_site {
+    const char *name;      /* module path as PEFT writes it: "model.layers.0.self_attn.q_proj" */
+    int64_t d_out, d_in;
+    size_t group;          /* sites with the same input share a group; groups in execution order */
+    const float *w0;       /* [d_out x d_in] row-major f32 (mapped when the file holds f32) */
+    const float *bias;     /* [d_out] or NULL */
+} it_model_site;
+
+/* A delta installed at a site: y = x W0^T + b + x dW^T, computed unmerged as PEFT does:
+ * low-rank: + scale * (x A^T) B^T; dense: + x D^T. */
+typedef struct it_delta {
+    const float *A, *B;    /* low-rank: A [r x d_in], B [d_out x r] (NULL: dense or none) */
+    int64_t r;
+    double scale;
+    const float *dense;    /* dense: D [d_out x d_in] */
+} it_delta;
+
+/* Called with the input rows of a site, x [nrows x d_in], before the site's product. Return 0 to
+ * go on, 1 to stop the forward pass there (it then returns IT_OK and produces no output). */
+typedef int (*it_observer)(void *ctx, size_t site, const float *x, size_t nrows, size_t d_in);
+
+int it_model_load(it_model **out, const char *dir, it_err *err);
+void it_model_free(it_model *m);
+const it_config *it_model_config(const it_model *m);
+const it_st *it_model_weights(const it_model *m);         /* the base checkpoint */
+size_t it_model_site_count(const it_model *m);
+const it_model_site *it_model_site_at(const it_model *m, size_t i);
+int it_model_find_site(const it_model *m, const char *name, size_t *i); /* IT_ENOTFOUND */
+size_t it_model_group_count(const it_model *m);
+
+/* Installs (d not NULL) or removes (NULL) the delta of site i. The model keeps the pointers: the
+ * arrays must stay valid while installed. */
+void it_model_set_delta(it_model *m, size_t i, const it_delta *d);
+void it_model_clear_deltas(it_model *m);
+void it_model_set_observer(it_model *m, it_observer fn, void *ctx);
+
+/* A causal language model on one sample: ids [n] (positions 0..n-1, batch 1, no padding);
+ * logits [n x vocab] (may be NULL). IT_EINVAL for an id outside the vocabulary or n beyond the
+ * model's context. */
+int it_model_forward(it_model *m, const int32_t *ids, size_t n, float *logits, it_err *err);
+
+/* ============================================================================================ */
 /* The solve (iteris.c): one site at a time, free of any architecture                            */
 /* ============================================================================================ */
 

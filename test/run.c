@@ -160,6 +160,8 @@ int main(int argc, char **argv)
     suite_lora();
     suite_solve();
     suite_output();
+    suite_model();
+    suite_data();
     suite_cli();
     suite_fuzz();
     printf("%d passed, %d failed\n", passed, failed);

@@ -51,6 +51,8 @@ void suite_regex(void);
 void suite_lora(void);
 void suite_solve(void);
 void suite_output(void);
+void suite_model(void);
+void suite_data(void);
 void suite_cli(void);
 void suite_fuzz(void);
 

@@ -1,0 +1,2 @@
+/* data.c -- placeholder, being written. */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* model_llama.c -- placeholder, being written. */
+#include "internal.h"

@@ -1,0 +1,4 @@
+/* test/test_data.c -- placeholder, being written. */
+#include "test.h"
+
+void suite_data(void) {}

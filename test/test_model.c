@@ -1,0 +1,4 @@
+/* test/test_model.c -- placeholder, being written. */
+#include "test.h"
+
+void suite_model(void) {}
