@@ -19,8 +19,8 @@ WARN    = -Wall -Wextra -Wpedantic -Wshadow -Werror
 CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L -ffp-contract=off $(WARN) $(OPT) -pthread -MMD -MP $(if $(NOSIMD),-DIT_NOSIMD) $(CFLAGS)
 LDLIBS_ALL = -pthread -lm $(LDLIBS)
 
-LIB_SRC  = util.c json.c regex.c safetensors.c model.c model_llama.c data.c lora.c lora_files.c iteris.c output.c thread.c linalg.c linalg_avx2.c linalg_avx512.c linalg_neon.c bench.c
-FUZZ_SRC = util.c json.c regex.c safetensors.c model.c lora.c lora_files.c
+LIB_SRC  = util.c json.c regex.c safetensors.c model.c model_llama.c data.c lora.c lora_files.c iteris.c merge.c output.c thread.c linalg.c linalg_avx2.c linalg_avx512.c linalg_neon.c bench.c
+FUZZ_SRC = util.c json.c regex.c safetensors.c model.c lora.c lora_files.c data.c
 
 # Per-ISA kernel files get their own flags (and compile to nothing on other machines).
 ARCH ?= $(shell uname -m)

@@ -562,6 +562,12 @@ typedef struct it_delta {
  * go on, 1 to stop the forward pass there (it then returns IT_OK and produces no output). */
 typedef int (*it_observer)(void *ctx, size_t site, const float *x, size_t nrows, size_t d_in);
 
+/* Loads the model folder dir (config.json + model.safetensors, model.safetensors.index.json, or the
+ * folder's one *.safetensors). Llama family only for now (llama, mistral, qwen2; names with or
+ * without "model."); other architectures, activations or rope types (yarn, longrope, partial
+ * rotary) are IT_EUNSUPPORTED naming config.json; a missing tensor is IT_ENOTFOUND and a wrong shape
+ * IT_EFORMAT, naming the file, the tensor and the expected shape. Sites are in execution order;
+ * lm_head is the last (its w0 is embed_tokens when tied). */
 int it_model_load(it_model **out, const char *dir, it_err *err);
 void it_model_free(it_model *m);
 const it_config *it_model_config(const it_model *m);
@@ -578,9 +584,64 @@ void it_model_clear_deltas(it_model *m);
 void it_model_set_observer(it_model *m, it_observer fn, void *ctx);
 
 /* A causal language model on one sample: ids [n] (positions 0..n-1, batch 1, no padding);
- * logits [n x vocab] (may be NULL). IT_EINVAL for an id outside the vocabulary or n beyond the
- * model's context. */
+ * logits [n x vocab] (may be NULL: the last site, lm_head, is then observed but not computed).
+ * IT_EINVAL for an id outside the vocabulary, n = 0 or n beyond max_position_embeddings;
+ * IT_EUNSUPPORTED for n beyond a sliding window (Mistral, Qwen2 with use_sliding_window), which is
+ * not implemented. One call at a time per model (the deltas, observer and scratch are the model's). */
 int it_model_forward(it_model *m, const int32_t *ids, size_t n, float *logits, it_err *err);
+
+/* ============================================================================================ */
+/* Calibration samples (data.c)                                                                  */
+/* ============================================================================================ */
+/*
+ * The files of `--data` and `--inputs` (DESIGN.md section 3): JSON Lines, one sample a line.
+ *   - Lines are cut at LF (a CR before it is whitespace, so CRLF files read the same); a line of
+ *     only spaces, tabs and CRs is skipped; the last line needs no newline.
+ *   - Every other line is one JSON object (strict RFC 8259, duplicate keys refused) with:
+ *       "input_ids" or "ids": a non-empty array of integer literals in [0, 2^31-1] (3.0, -1,
+ *           2^31 or a non-array are refused); when both are given they must be equal;
+ *       "decoder_input_ids": optional, the same rules (the T5 decoder's input);
+ *       "text": a string (kept for when a tokenizer is loaded);
+ *       "name": a string, optional, kept for reports.
+ *     A sample needs token ids or text. Strings holding U+0000 are refused. Other keys (tensor
+ *     references such as {"pixel_values": {"file": .., "tensor": .., "index": 0}}) are ignored.
+ * A broken rule is IT_EFORMAT "<path>: line N: <what>", naming the key (for a JSON syntax error:
+ * "<path>: line N: at byte K: ...", K counted from the line's start); a file without samples is
+ * IT_EFORMAT "<path>: no samples"; a file over 1 GiB is refused unread (IT_EFORMAT).
+ */
+typedef struct it_sample {
+    int32_t *ids;          /* [n] "input_ids" (or "ids"); NULL and n = 0 when only text is given */
+    size_t n;
+    int32_t *dec_ids;      /* [ndec] "decoder_input_ids", or NULL and ndec = 0 */
+    size_t ndec;
+    char *text;            /* "text" (UTF-8, NUL-terminated), or NULL */
+    char *name;            /* "name", or NULL */
+    size_t line;           /* the sample's 1-based line in the file */
+} it_sample;
+
+typedef struct it_samples {
+    char *path;            /* the file, as given (used in messages) */
+    size_t n;              /* >= 1 */
+    it_sample *s;          /* [n] in file order */
+} it_samples;
+
+/* Reads a samples file. On success *out owns everything; free it with it_samples_free. */
+int it_samples_load(it_samples **out, const char *path, it_err *err);
+/* The same on text[0..len) in memory; name (NULL: "(memory)") stands for the path in messages. */
+int it_samples_parse(it_samples **out, const char *text, size_t len, const char *name, it_err *err);
+void it_samples_free(it_samples *s);
+
+/* `--samples k --seed S`: k distinct samples, idx [k] in increasing (file) order. The rule: the
+ * first k steps of a Fisher-Yates shuffle of 0..n-1 run from the front (step i swaps positions i
+ * and i + u, u uniform in [0, n-i)), the draws taken from splitmix64 seeded with S with rejection
+ * (no modulo bias); the k indices it leaves in front, sorted. The result depends only on (n, k, S),
+ * and k == n gives every sample. IT_EINVAL, naming the file, for k == 0 or k > n; IT_ENOMEM. */
+int it_samples_choose(const it_samples *s, size_t k, uint64_t seed, size_t *idx, it_err *err);
+
+/* The same choice, with the samples not chosen in rest [n - k] (may be NULL), in file order: the
+ * held-out part (for eval and --alpha auto) of a calibration choice. idx is exactly what
+ * it_samples_choose gives for (k, seed); k == n leaves rest empty. */
+int it_samples_split(const it_samples *s, size_t k, uint64_t seed, size_t *idx, size_t *rest, it_err *err);
 
 /* ============================================================================================ */
 /* The solve (iteris.c): one site at a time, free of any architecture                            */
@@ -688,6 +749,78 @@ int it_solve_features(const char *features, const char *out, it_dtype out_dtype,
 
 
 /* ============================================================================================ */
+/* The merge (iteris.c): statistics streamed from the forward passes, the two schedules           */
+/* ============================================================================================ */
+
+typedef enum {
+    IT_SCHEDULE_ITERATE, /* the paper's: solve every site, install, re-run, repeat */
+    IT_SCHEDULE_SWEEP    /* site groups in execution order, each from the merged earlier groups */
+} it_schedule;
+
+/* One task: its adapter and its calibration samples. */
+typedef struct it_task {
+    const it_adapter *adapter;
+    const it_sample *const *samples; /* [nsamples] */
+    size_t nsamples;
+} it_task;
+
+/* What the merge reports after each iteration (iterate) or site group (sweep). */
+typedef struct it_merge_step {
+    const char *schedule;  /* "iterate" or "sweep" */
+    size_t step, nsteps;   /* 0-based iteration or group, and how many at most */
+    double seconds;        /* since the merge began */
+    double eta;            /* seconds still to go, estimated */
+    double max_change;     /* max over sites of ||W*_t - W*_{t-1}||_F / ||W*_t||_F (iterate; -1 at 0) */
+    const double *objective; /* [ntasks] sum over the solved sites of l_i ||X_i V_i^T - Xt_i W*^T||_F^2 */
+    size_t ntasks;
+} it_merge_step;
+
+typedef struct it_merge_opts {
+    it_solve_opts solve;
+    it_schedule schedule;
+    int iters;             /* iterate: at most this many solves (default 5) */
+    double tol;            /* iterate: stop when max_change < tol (default 1e-4) */
+    void (*progress)(void *ctx, const it_merge_step *step);
+    void *ctx;
+} it_merge_opts;
+
+void it_merge_opts_default(it_merge_opts *o);
+
+/* The merged sites and the run's figures. */
+typedef struct it_merge_result {
+    size_t nsites, ntasks;
+    it_site_def *sites;    /* [nsites] the union of the targets, by name */
+    double **wstar;        /* [nsites][d_out x d_in] */
+    double *ridge;         /* [nsites] */
+    double *lambda;        /* [nsites x ntasks] adaptive weights (iteris) */
+    size_t *rows;          /* [nsites x ntasks] calibration rows that reached each site */
+    size_t nsteps;
+    it_merge_step *steps;  /* [nsteps] with objective arrays owned here */
+    float **installed;     /* [nsites] W* - W0 or W* as f32, installed in the model as dense deltas */
+    it_delta *deltas;      /* [nsites] the installed it_delta records */
+} it_merge_result;
+
+/* Merges the tasks' adapters into m's sites. On success the merged deltas stay installed in m (the
+ * merged model) and point into the result: clear them (it_model_clear_deltas) before freeing it. */
+int it_merge(it_model *m, const it_task *tasks, size_t ntasks, const it_merge_opts *o, it_merge_result **out,
+             it_err *err);
+void it_merge_result_free(it_merge_result *r);
+
+/* eval (DESIGN.md section 3) for one task on its held-out samples, z the logits:
+ * rel_err = ||z_merged - z_i|| / ||z_i - z_base|| over all tokens (0 perfect, 1 no better than
+ * the base), kl = mean per-token KL(p_i || p_merged), top1 = the fraction of tokens whose argmax
+ * agrees. The merged model is m with the deltas merged[k] at sites merged_site[k], or merged_model
+ * when that is not NULL. */
+typedef struct it_eval_result {
+    double rel_err, kl, top1;
+    size_t tokens;
+} it_eval_result;
+
+int it_eval_task(it_model *m, const it_adapter *ad, const it_delta *merged, const size_t *merged_site, size_t nmerged,
+                 it_model *merged_model, const it_sample *const *samples, size_t nsamples, it_eval_result *out,
+                 it_err *err);
+
+/* ============================================================================================ */
 /* Merge outputs (output.c): delta, lora, model                                                  */
 /* ============================================================================================ */
 
@@ -708,8 +841,12 @@ typedef struct it_merged_site {
 /* Creates a folder if it does not exist (its parent must). */
 int it_make_dir(const char *dir, it_err *err);
 
-/* `--format delta`: one safetensors file, <site> = W* [d_out x d_in] f32. */
-int it_write_delta(const char *path, const it_merged_site *sites, size_t n, it_err *err);
+/* Writes a text file atomically (a temporary name in the same folder, renamed when complete). */
+int it_write_text(const char *path, const char *text, it_err *err);
+
+/* `--format delta`: one safetensors file, <site> = W* [d_out x d_in] f32; the metadata says whether
+ * the tensors are whole weights ("iteris_with_pretrain": "true") or deltas. */
+int it_write_delta(const char *path, const it_merged_site *sites, size_t n, int with_pretrain, it_err *err);
 
 typedef struct it_lora_out_opts {
     int64_t rank;          /* r of the output; 0: per site the sum of the input ranks (exact factors

@@ -4,10 +4,12 @@
 #include "iteris.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 static const char *usage_text =
     "usage: iteris <command> [options]\n"
@@ -37,6 +39,16 @@ static int fail(const it_err *err)
 {
     fprintf(stderr, "iteris: %s\n", err->msg);
     return 1;
+}
+
+/* Fills err with a formatted message and returns code (for errors found here, not in the library). */
+static int errf(it_err *err, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    return err->code = code;
 }
 
 /* ============================================================================================ */
@@ -526,6 +538,499 @@ static int cmd_solve(int argc, char **argv)
 }
 
 /* ============================================================================================ */
+/* merge                                                                                         */
+/* ============================================================================================ */
+
+#define MAX_PATHS 64
+
+/* Everything a merge or an eval loads: the model, the adapters, the samples. */
+typedef struct run_inputs {
+    const char *base, *lora[MAX_PATHS], *data[MAX_PATHS];
+    size_t nlora, ndata;
+    it_model *model;
+    it_adapter *ad[MAX_PATHS];
+    it_samples *smp[MAX_PATHS];
+    const it_sample **chosen[MAX_PATHS];
+    size_t nchosen[MAX_PATHS];
+} run_inputs;
+
+static void run_inputs_free(run_inputs *in)
+{
+    for (size_t i = 0; i < MAX_PATHS; i++) {
+        it_adapter_free(in->ad[i]);
+        it_samples_free(in->smp[i]);
+        free((void *)in->chosen[i]);
+    }
+    it_model_free(in->model);
+}
+
+/* Loads the model, the adapters and the samples (samples_per_task 0: all of them). */
+static int load_inputs(run_inputs *in, size_t samples_per_task, uint64_t seed, it_err *err)
+{
+    if (in->nlora != in->ndata)
+        return errf(err, IT_EINVAL, "%zu --lora but %zu --data: the i-th --data belongs to the i-th "
+                        "--lora", in->nlora, in->ndata);
+    int rc = it_model_load(&in->model, in->base, err);
+    for (size_t i = 0; rc == IT_OK && i < in->nlora; i++) rc = it_adapter_load(&in->ad[i], in->lora[i], err);
+    for (size_t i = 0; rc == IT_OK && i < in->ndata; i++) rc = it_samples_load(&in->smp[i], in->data[i], err);
+    for (size_t i = 0; rc == IT_OK && i < in->ndata; i++) {
+        size_t n = in->smp[i]->n, k = samples_per_task ? samples_per_task : n;
+        size_t *idx = malloc(k * sizeof *idx);
+        in->chosen[i] = malloc(k * sizeof *in->chosen[i]);
+        if (!idx || !in->chosen[i]) {
+            free(idx);
+            return errf(err, IT_ENOMEM, "out of memory");
+        }
+        rc = it_samples_choose(in->smp[i], k, seed, idx, err);
+        for (size_t j = 0; rc == IT_OK && j < k; j++) in->chosen[i][j] = &in->smp[i]->s[idx[j]];
+        in->nchosen[i] = k;
+        free(idx);
+    }
+    for (size_t i = 0; rc == IT_OK && i < in->nlora; i++)
+        for (size_t k = 0; k < in->ad[i]->nwarn; k++) fprintf(stderr, "iteris: note: %s\n", in->ad[i]->warn[k]);
+    return rc;
+}
+
+static void merge_progress(void *ctx, const it_merge_step *p)
+{
+    (void)ctx;
+    fprintf(stderr, "[%s %zu/%zu] %.2f s", p->schedule, p->step + 1, p->nsteps, p->seconds);
+    if (p->max_change >= 0) fprintf(stderr, "  change %.3e", p->max_change);
+    if (p->objective) {
+        fputs("  objective", stderr);
+        for (size_t i = 0; i < p->ntasks; i++) fprintf(stderr, " %.4g", p->objective[i]);
+    }
+    if (p->step + 1 < p->nsteps) fprintf(stderr, "  ETA %.1f s", p->eta);
+    fputc('\n', stderr);
+}
+
+/* A growing text buffer for report.json. */
+typedef struct text {
+    char *s;
+    size_t len, cap;
+    int oom;
+} text;
+
+static void tx(text *t, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = vsnprintf(t->s ? t->s + t->len : NULL, t->s ? t->cap - t->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) return;
+        if (t->s && t->len + (size_t)n < t->cap) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = t->cap ? 2 * t->cap : 4096;
+        while (cap < t->len + (size_t)n + 1) cap *= 2;
+        char *ns = realloc(t->s, cap);
+        if (!ns) {
+            t->oom = 1;
+            return;
+        }
+        t->s = ns, t->cap = cap;
+    }
+}
+
+static void tx_str(text *t, const char *s)
+{
+    tx(t, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') tx(t, "\\%c", c);
+        else if (c < 0x20) tx(t, "\\u%04x", c);
+        else tx(t, "%c", c);
+    }
+    tx(t, "\"");
+}
+
+static void tx_num(text *t, double v)
+{
+    if (isfinite(v)) tx(t, "%.17g", v);
+    else tx(t, "null");
+}
+
+typedef struct merge_args {
+    run_inputs in;
+    const char *out, *format, *report;
+    it_merge_opts mo;
+    size_t samples;
+    int64_t rank;
+    uint64_t seed;
+} merge_args;
+
+/* report.json: every option, the seed, the per-step figures, per-site details. */
+static char *merge_report(const merge_args *a, const it_merge_result *r, const double *energy, int64_t rank,
+                          double seconds)
+{
+    text t = {0};
+    const it_solve_opts *o = &a->mo.solve;
+    tx(&t, "{\n  \"iteris_version\": \"%s\",\n  \"method\": \"%s\",\n  \"schedule\": \"%s\",\n", IT_VERSION,
+       o->method == IT_METHOD_ITERIS && a->mo.schedule == IT_SCHEDULE_SWEEP ? "iteris-sweep" : it_method_name(o->method),
+       a->mo.schedule == IT_SCHEDULE_SWEEP ? "sweep" : "iterate");
+    tx(&t, "  \"options\": {\"base\": ");
+    tx_str(&t, a->in.base);
+    tx(&t, ", \"lora\": [");
+    for (size_t i = 0; i < a->in.nlora; i++) tx(&t, "%s", i ? ", " : ""), tx_str(&t, a->in.lora[i]);
+    tx(&t, "], \"data\": [");
+    for (size_t i = 0; i < a->in.ndata; i++) tx(&t, "%s", i ? ", " : ""), tx_str(&t, a->in.data[i]);
+    tx(&t, "], \"iters\": %d, \"tol\": ", a->mo.iters);
+    tx_num(&t, a->mo.tol);
+    tx(&t, ", \"alpha1\": "), tx_num(&t, o->alpha1), tx(&t, ", \"alpha2\": "), tx_num(&t, o->alpha2);
+    tx(&t, ", \"reg_mix\": "), tx_num(&t, o->reg_mix);
+    tx(&t, ", \"with_pretrain\": %s, \"weights\": ", o->with_pretrain ? "true" : "false");
+    if (o->weights) {
+        tx(&t, "[");
+        for (size_t i = 0; i < o->nweights; i++) tx(&t, "%s", i ? ", " : ""), tx_num(&t, o->weights[i]);
+        tx(&t, "]");
+    } else {
+        tx(&t, "null");
+    }
+    tx(&t, ", \"regmean_alpha\": "), tx_num(&t, o->regmean_alpha), tx(&t, ", \"density\": "), tx_num(&t, o->density);
+    tx(&t, ", \"ties_sign\": \"%s\", \"drop\": ", o->ties_frequency ? "frequency" : "total"), tx_num(&t, o->drop);
+    tx(&t, ", \"samples\": %zu, \"seed\": %llu, \"threads\": %d, \"format\": ", a->samples, (unsigned long long)a->seed,
+       it_get_threads());
+    tx_str(&t, a->format);
+    tx(&t, ", \"rank\": %lld},\n  \"seconds\": ", (long long)rank);
+    tx_num(&t, seconds);
+    tx(&t, ",\n  \"steps\": [");
+    for (size_t k = 0; k < r->nsteps; k++) {
+        const it_merge_step *p = &r->steps[k];
+        tx(&t, "%s\n    {\"step\": %zu, \"seconds\": ", k ? "," : "", p->step);
+        tx_num(&t, p->seconds), tx(&t, ", \"max_change\": ");
+        if (p->max_change >= 0) tx_num(&t, p->max_change);
+        else tx(&t, "null");
+        tx(&t, ", \"objective\": [");
+        for (size_t i = 0; i < p->ntasks; i++) tx(&t, "%s", i ? ", " : ""), tx_num(&t, p->objective[i]);
+        tx(&t, "]}");
+    }
+    tx(&t, "\n  ],\n  \"sites\": {");
+    for (size_t s = 0; s < r->nsites; s++) {
+        tx(&t, "%s\n    ", s ? "," : "");
+        tx_str(&t, r->sites[s].name);
+        tx(&t, ": {\"ridge\": "), tx_num(&t, r->ridge[s]), tx(&t, ", \"lambda\": [");
+        for (size_t i = 0; i < r->ntasks; i++) tx(&t, "%s", i ? ", " : ""), tx_num(&t, r->lambda[s * r->ntasks + i]);
+        tx(&t, "], \"rows\": [");
+        for (size_t i = 0; i < r->ntasks; i++) tx(&t, "%s%zu", i ? ", " : "", r->rows[s * r->ntasks + i]);
+        tx(&t, "]");
+        if (energy) tx(&t, ", \"energy\": "), tx_num(&t, energy[s]);
+        tx(&t, "}");
+    }
+    tx(&t, "\n  }\n}\n");
+    if (t.oom) {
+        free(t.s);
+        return NULL;
+    }
+    return t.s;
+}
+
+/* The merged sites as the writers take them; cat's exact factors built here. */
+static int merged_sites(const merge_args *a, const it_merge_result *r, it_merged_site *ms, double **exA, double **exB)
+{
+    const it_solve_opts *o = &a->mo.solve;
+    for (size_t s = 0; s < r->nsites; s++) {
+        const it_site_def *d = &r->sites[s];
+        size_t mi = 0;
+        it_model_find_site(a->in.model, d->name, &mi);
+        ms[s] = (it_merged_site){d->name, d->kind, d->transposed, d->d_out, d->d_in, r->wstar[s],
+                                 it_model_site_at(a->in.model, mi)->w0, d->rank_sum, NULL, NULL, 0};
+        if (o->method != IT_METHOD_CAT) continue;
+        size_t R = (size_t)d->rank_sum, m = (size_t)d->d_out, n = (size_t)d->d_in, off = 0;
+        exA[s] = calloc(R * n + 1, sizeof **exA), exB[s] = calloc(m * R + 1, sizeof **exB);
+        if (!exA[s] || !exB[s]) return IT_ENOMEM;
+        for (size_t i = 0; i < r->ntasks; i++) { /* [w_i s_i B_i] and [A_i] side by side */
+            const it_lora_module *mod = d->mods[i];
+            if (!mod) continue;
+            double w = o->weights ? o->weights[i] : 1.0;
+            size_t ri = (size_t)mod->r;
+            for (size_t k = 0; k < ri * n; k++) exA[s][off * n + k] = mod->A[k];
+            for (size_t row = 0; row < m; row++)
+                for (size_t k = 0; k < ri; k++) exB[s][row * R + off + k] = w * mod->scale * mod->B[row * ri + k];
+            off += ri;
+        }
+        ms[s].exact_A = exA[s], ms[s].exact_B = exB[s], ms[s].exact_r = (int64_t)R;
+    }
+    return IT_OK;
+}
+
+/* Writes the merge in the chosen format, then report.json. */
+static int write_merge(const merge_args *a, const it_merge_result *r, double seconds, it_err *err)
+{
+    size_t n = r->nsites;
+    it_merged_site *ms = calloc(n ? n : 1, sizeof *ms);
+    double **exA = calloc(n ? n : 1, sizeof *exA), **exB = calloc(n ? n : 1, sizeof *exB);
+    double *energy = calloc(n ? n : 1, sizeof *energy);
+    int rc = ms && exA && exB && energy ? merged_sites(a, r, ms, exA, exB) : IT_ENOMEM;
+    if (rc == IT_ENOMEM) errf(err, rc, "out of memory");
+    if (rc == IT_OK) rc = it_make_dir(a->out, err);
+    char path[4096];
+    int64_t rank = 0;
+    int lora = !strcmp(a->format, "lora");
+    if (rc == IT_OK && !strcmp(a->format, "delta")) {
+        snprintf(path, sizeof path, "%s/delta.safetensors", a->out);
+        rc = it_write_delta(path, ms, n, a->mo.solve.with_pretrain, err);
+    } else if (rc == IT_OK && lora) {
+        it_lora_out_opts lo = {a->rank, a->mo.solve.with_pretrain, a->in.ad[0]->cfg.base_model,
+                               a->in.ad[0]->has_config ? a->in.ad[0]->cfg.task_type : NULL, a->seed};
+        rc = it_write_lora(a->out, ms, n, &lo, energy, &rank, err);
+    } else if (rc == IT_OK) {
+        rc = it_write_model(a->out, a->in.base, ms, n, a->mo.solve.with_pretrain, err);
+    }
+    char *rep = rc == IT_OK ? merge_report(a, r, lora ? energy : NULL, rank, seconds) : NULL;
+    if (rc == IT_OK && !rep) rc = errf(err, IT_ENOMEM, "out of memory");
+    if (a->report) snprintf(path, sizeof path, "%s", a->report);
+    else snprintf(path, sizeof path, "%s/report.json", a->out);
+    if (rc == IT_OK) rc = it_write_text(path, rep, err);
+    for (size_t s = 0; s < n; s++) free(exA ? exA[s] : NULL), free(exB ? exB[s] : NULL);
+    free(ms), free(exA), free(exB), free(energy), free(rep);
+    return rc;
+}
+
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+static int cmd_merge(int argc, char **argv)
+{
+    static merge_args a;
+    static double weights[MAX_TASKS];
+    it_merge_opts_default(&a.mo);
+    a.format = "lora";
+    for (int i = 0; i < argc; i++) {
+        int r = solve_option(argc, argv, &i, &a.mo.solve, weights, "merge");
+        if (r < 0) return 2;
+        if (r) continue;
+        const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        char why[200];
+        snprintf(why, sizeof why, "merge: %s needs a value", opt);
+        int takes = !strcmp(opt, "--base") || !strcmp(opt, "--lora") || !strcmp(opt, "--data") || !strcmp(opt, "--out") ||
+                    !strcmp(opt, "--schedule") || !strcmp(opt, "--iters") || !strcmp(opt, "--tol") ||
+                    !strcmp(opt, "--samples") || !strcmp(opt, "--format") || !strcmp(opt, "--rank") ||
+                    !strcmp(opt, "--report");
+        if (!takes) {
+            snprintf(why, sizeof why, "merge: unknown option '%s'", opt);
+            return usage(why);
+        }
+        if (!val) return usage(why);
+        i++;
+        double v;
+        if (!strcmp(opt, "--base")) a.in.base = val;
+        else if (!strcmp(opt, "--lora") && a.in.nlora < MAX_PATHS) a.in.lora[a.in.nlora++] = val;
+        else if (!strcmp(opt, "--data") && a.in.ndata < MAX_PATHS) a.in.data[a.in.ndata++] = val;
+        else if (!strcmp(opt, "--out")) a.out = val;
+        else if (!strcmp(opt, "--report")) a.report = val;
+        else if (!strcmp(opt, "--schedule")) {
+            if (strcmp(val, "iterate") && strcmp(val, "sweep")) return usage("merge: --schedule takes iterate or sweep");
+            a.mo.schedule = !strcmp(val, "sweep") ? IT_SCHEDULE_SWEEP : IT_SCHEDULE_ITERATE;
+        } else if (!strcmp(opt, "--iters")) {
+            long n = positive(val);
+            if (!n || n > 1000) return usage("merge: --iters takes 1 to 1000");
+            a.mo.iters = (int)n;
+        } else if (!strcmp(opt, "--tol")) {
+            if (!number(val, &v) || v < 0) return usage("merge: --tol takes a number >= 0");
+            a.mo.tol = v;
+        } else if (!strcmp(opt, "--samples")) {
+            long n = positive(val);
+            if (!n) return usage("merge: --samples takes a positive count");
+            a.samples = (size_t)n;
+        } else if (!strcmp(opt, "--format")) {
+            if (strcmp(val, "lora") && strcmp(val, "delta") && strcmp(val, "model"))
+                return usage("merge: --format takes lora, delta or model");
+            a.format = val;
+        } else if (!strcmp(opt, "--rank")) {
+            long n = positive(val);
+            if (!n) return usage("merge: --rank takes a positive rank");
+            a.rank = n;
+        } else {
+            return usage("merge: too many --lora or --data (at most 64)");
+        }
+    }
+    a.seed = a.mo.solve.seed;
+    if (!a.in.base || !a.in.nlora || !a.in.ndata || !a.out)
+        return usage("merge: --base DIR, --lora DIR (one per task), --data FILE (one per task) and --out DIR are required");
+    const char *inputs[2 * MAX_PATHS + 1];
+    size_t ninputs = 0;
+    inputs[ninputs++] = a.in.base;
+    for (size_t i = 0; i < a.in.nlora; i++) inputs[ninputs++] = a.in.lora[i];
+    for (size_t i = 0; i < ninputs; i++)
+        if (same_file(a.out, inputs[i])) {
+            fprintf(stderr, "iteris: merge: --out %s is one of the inputs; choose another folder\n", a.out);
+            return 1;
+        }
+    it_err err = {0};
+    int rc = load_inputs(&a.in, a.samples, a.seed, &err);
+    it_task tasks[MAX_PATHS];
+    for (size_t i = 0; i < a.in.nlora; i++) tasks[i] = (it_task){a.in.ad[i], a.in.chosen[i], a.in.nchosen[i]};
+    it_merge_result *res = NULL;
+    a.mo.progress = merge_progress;
+    double t0 = (double)clock();
+    if (rc == IT_OK) rc = it_merge(a.in.model, tasks, a.in.nlora, &a.mo, &res, &err);
+    for (size_t s = 0; rc == IT_OK && s < res->nsites; s++) {
+        size_t fewest = SIZE_MAX;
+        for (size_t i = 0; i < res->ntasks; i++)
+            if (res->rows[s * res->ntasks + i] < fewest) fewest = res->rows[s * res->ntasks + i];
+        int stats = a.mo.solve.method == IT_METHOD_ITERIS || a.mo.solve.method == IT_METHOD_REGMEAN;
+        if (stats && fewest < (size_t)res->sites[s].d_in)
+            fprintf(stderr, "iteris: warning: site %s: %zu calibration rows for d_in %lld: regularisation decides "
+                    "the unseen directions (use more samples or a larger --alpha1/--alpha2)\n", res->sites[s].name,
+                    fewest, (long long)res->sites[s].d_in);
+    }
+    double seconds = res && res->nsteps ? res->steps[res->nsteps - 1].seconds : ((double)clock() - t0) / CLOCKS_PER_SEC;
+    if (rc == IT_OK) rc = write_merge(&a, res, seconds, &err);
+    if (res) it_model_clear_deltas(a.in.model);
+    it_merge_result_free(res);
+    run_inputs_free(&a.in);
+    if (rc != IT_OK) return fail(&err);
+    fprintf(stderr, "wrote %s (%s)\n", a.out, a.format);
+    return 0;
+}
+
+/* ============================================================================================ */
+/* eval                                                                                          */
+/* ============================================================================================ */
+
+/* A merge output loaded for evaluation: deltas for the base model, or a model of its own. */
+typedef struct merged_out {
+    it_adapter *ad;        /* --format lora */
+    it_st *delta;          /* --format delta */
+    it_model *model;       /* --format model */
+    float **dense;         /* [n] */
+    it_delta *d;           /* [n] */
+    size_t *site, n;
+    char method[64];
+} merged_out;
+
+static void merged_out_free(merged_out *o)
+{
+    for (size_t k = 0; o->dense && k < o->n; k++) free(o->dense[k]);
+    free(o->dense), free(o->d), free(o->site);
+    it_adapter_free(o->ad), it_st_close(o->delta), it_model_free(o->model);
+}
+
+/* The method name a merge recorded in DIR/report.json ("merged" when there is none). */
+static void read_method(const char *dir, char *out, size_t size)
+{
+    char path[4096];
+    snprintf(out, size, "merged");
+    snprintf(path, sizeof path, "%s/report.json", dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) return;
+    char buf[1 << 16];
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    it_json_doc *doc = NULL;
+    if (it_json_parse(&doc, buf, len, 0, NULL) != IT_OK) return;
+    const it_json *mth = it_json_get(it_json_root(doc), "method");
+    if (mth && mth->type == IT_JSON_STR) snprintf(out, size, "%s", mth->s);
+    it_json_free(doc);
+}
+
+static int load_merged(merged_out *o, const char *dir, it_model *base, it_err *err)
+{
+    char path[4096];
+    read_method(dir, o->method, sizeof o->method);
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    if (has_file(dir, "adapter_config.json")) {
+        int rc = it_adapter_load(&o->ad, dir, err);
+        o->n = rc == IT_OK ? o->ad->n : 0;
+        o->d = calloc(o->n + 1, sizeof *o->d), o->site = calloc(o->n + 1, sizeof *o->site);
+        for (size_t k = 0; rc == IT_OK && k < o->n; k++) {
+            const it_lora_module *mod = &o->ad->mods[k];
+            if (it_model_find_site(base, mod->name, &o->site[k]) != IT_OK)
+                return errf(err, IT_EFORMAT, "%s: %s is not a site of the base model", dir, mod->name);
+            o->d[k] = (it_delta){mod->A, mod->B, mod->r, mod->scale, NULL};
+        }
+        return rc;
+    }
+    if (has_file(dir, "delta.safetensors")) {
+        snprintf(path, sizeof path, "%s/delta.safetensors", dir);
+        int rc = it_st_open(&o->delta, path, err);
+        o->n = rc == IT_OK ? it_st_count(o->delta) : 0;
+        const char *wp = rc == IT_OK ? it_st_meta_get(o->delta, "iteris_with_pretrain") : NULL;
+        int whole = wp && !strcmp(wp, "true");
+        o->d = calloc(o->n + 1, sizeof *o->d), o->site = calloc(o->n + 1, sizeof *o->site);
+        o->dense = calloc(o->n + 1, sizeof *o->dense);
+        for (size_t k = 0; rc == IT_OK && k < o->n; k++) {
+            const it_tensor *t = it_st_tensor(o->delta, k);
+            if (it_model_find_site(base, t->name, &o->site[k]) != IT_OK)
+                return errf(err, IT_EFORMAT, "%s: %s is not a site of the base model", path, t->name);
+            const it_model_site *ms = it_model_site_at(base, o->site[k]);
+            if (t->numel != (uint64_t)(ms->d_out * ms->d_in))
+                return errf(err, IT_EFORMAT, "%s: %s: expected [%lld, %lld]", path, t->name,
+                                (long long)ms->d_out, (long long)ms->d_in);
+            o->dense[k] = malloc(t->numel * sizeof **o->dense);
+            if (!o->dense[k]) return errf(err, IT_ENOMEM, "out of memory");
+            rc = it_tensor_to_f32(t, o->dense[k], err);
+            for (size_t j = 0; rc == IT_OK && whole && j < t->numel; j++) o->dense[k][j] -= ms->w0[j];
+            o->d[k] = (it_delta){NULL, NULL, 0, 0.0, o->dense[k]};
+        }
+        return rc;
+    }
+    if (has_file(dir, "config.json")) return it_model_load(&o->model, dir, err);
+    return errf(err, IT_ENOTFOUND, "%s: not a merge output (no adapter_config.json, delta.safetensors or "
+                    "config.json)", dir);
+}
+
+static int cmd_eval(int argc, char **argv)
+{
+    static run_inputs in;
+    const char *merged = NULL;
+    int json = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(opt, "--json")) json = 1;
+        else if (!strcmp(opt, "--base") && val) in.base = argv[++i];
+        else if (!strcmp(opt, "--lora") && val && in.nlora < MAX_PATHS) in.lora[in.nlora++] = argv[++i];
+        else if (!strcmp(opt, "--data") && val && in.ndata < MAX_PATHS) in.data[in.ndata++] = argv[++i];
+        else if (!strcmp(opt, "--merged") && val) merged = argv[++i];
+        else if (!strcmp(opt, "--threads") && val) {
+            long t = positive(argv[++i]);
+            if (!t || it_set_threads((int)t) != IT_OK) return usage("eval: --threads takes 1 to 256");
+        } else {
+            char why[200];
+            snprintf(why, sizeof why, "eval: unknown option '%s'", opt);
+            return usage(why);
+        }
+    }
+    if (!in.base || !in.nlora || !in.ndata || !merged)
+        return usage("eval: --base DIR, --lora DIR..., --data FILE... and --merged DIR are required");
+    it_err err = {0};
+    merged_out mo = {0};
+    clock_t c0 = clock();
+    int rc = load_inputs(&in, 0, 0, &err);
+    if (rc == IT_OK) rc = load_merged(&mo, merged, in.model, &err);
+    it_eval_result r[MAX_PATHS];
+    for (size_t i = 0; rc == IT_OK && i < in.nlora; i++)
+        rc = it_eval_task(in.model, in.ad[i], mo.d, mo.site, mo.n, mo.model, in.chosen[i], in.nchosen[i], &r[i], &err);
+    double secs = (double)(clock() - c0) / CLOCKS_PER_SEC, mean = 0;
+    for (size_t i = 0; rc == IT_OK && i < in.nlora; i++) mean += r[i].rel_err / (double)in.nlora;
+    if (rc == IT_OK && json) {
+        printf("{\"methods\": {");
+        json_str(mo.method);
+        printf(": {\"tasks\": [");
+        for (size_t i = 0; i < in.nlora; i++) {
+            printf("%s{\"rel_err\": ", i ? ", " : "");
+            json_num(r[i].rel_err), printf(", \"kl\": "), json_num(r[i].kl), printf(", \"top1\": "), json_num(r[i].top1);
+            printf("}");
+        }
+        printf("], \"mean_rel_err\": "), json_num(mean), printf("}}, \"seconds\": "), json_num(secs), printf("}\n");
+    } else if (rc == IT_OK) {
+        printf("%-14s %-6s %10s %10s %8s %8s\n", "method", "task", "rel_err", "kl", "top1", "tokens");
+        for (size_t i = 0; i < in.nlora; i++)
+            printf("%-14s %-6zu %10.4f %10.4g %8.3f %8zu\n", mo.method, i + 1, r[i].rel_err, r[i].kl, r[i].top1,
+                   r[i].tokens);
+        printf("%-14s %-6s %10.4f\n", mo.method, "mean", mean);
+    }
+    merged_out_free(&mo);
+    run_inputs_free(&in);
+    return rc == IT_OK ? 0 : fail(&err);
+}
+
+/* ============================================================================================ */
 /* Commands that later issues fill in                                                            */
 /* ============================================================================================ */
 
@@ -550,7 +1055,9 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "solve")) return cmd_solve(argc - 2, argv + 2);
-    const char *later[] = {"merge", "eval", "forward", "demo"};
+    if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
+    const char *later[] = {"forward", "demo"};
     for (size_t i = 0; i < sizeof later / sizeof *later; i++)
         if (!strcmp(cmd, later[i])) return not_built(cmd);
     return usage("unknown command");

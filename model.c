@@ -1,4 +1,5 @@
-/* model.c -- config.json -> it_config: which architecture, its sizes, the reference defaults.
+/* model.c -- config.json -> it_config: which architecture, its sizes, the reference defaults; and
+ * the architecture-free part of a loaded model (weights, site table, deltas, observer, it__linear).
  *
  * Each reader follows its reference configuration class key by key (FACTS.md):
  *   Llama family  transformers LlamaConfig / MistralConfig / Qwen2Config      (4.1, 4.5)
@@ -18,8 +19,9 @@
  *     cross_attention_dim lists whose entries differ, more than 8 blocks, ...) are IT_EUNSUPPORTED,
  *     so nothing is silently dropped.
  */
-#include "internal.h"
+#include "model_internal.h"
 
+#include <dirent.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
@@ -768,4 +770,361 @@ void it_config_describe(const it_config *cfg, char *buf, size_t size)
     case IT_ARCH_UNET: describe_unet(cfg, buf, size, &off); break;
     default: app(buf, size, &off, ": architecture not supported"); break;
     }
+}
+
+/* ============================================================================================ */
+/* Models: the weights file                                                                      */
+/* ============================================================================================ */
+/*
+ * A model folder holds config.json and its weights: model.safetensors, or a sharded set through
+ * model.safetensors.index.json (the names transformers writes); failing both, the one
+ * *.safetensors.index.json or the one *.safetensors file of the folder.
+ */
+
+/* 1 when name ends with suffix. */
+static int has_suffix(const char *name, const char *suffix)
+{
+    size_t n = strlen(name), k = strlen(suffix);
+    return n >= k && strcmp(name + n - k, suffix) == 0;
+}
+
+/* The one file of dir whose name ends with suffix: *found = malloc'd path, NULL when there is
+ * none; two or more are IT_EFORMAT (which would be the weights is not guessed). */
+static int find_single(const char *dir, const char *suffix, char **found, it_err *err)
+{
+    DIR *d = opendir(dir);
+    *found = NULL;
+    if (!d) return it__fail(err, IT_EIO, "%s: cannot read the folder", dir);
+    struct dirent *e;
+    int rc = IT_OK;
+    while (rc == IT_OK && (e = readdir(d)) != NULL) {
+        if (!has_suffix(e->d_name, suffix) || e->d_name[0] == '.') continue;
+        if (*found) rc = it__fail(err, IT_EFORMAT, "%s: several *%s files (%s, %s): which holds the weights is unclear",
+                                  dir, suffix, strrchr(*found, '/') + 1, e->d_name);
+        else if (!(*found = it__path_join(dir, e->d_name))) rc = it__fail(err, IT_ENOMEM, "out of memory");
+    }
+    closedir(d);
+    if (rc != IT_OK) {
+        free(*found);
+        *found = NULL;
+    }
+    return rc;
+}
+
+/* The weights file of the model folder dir (malloc'd path). */
+static int find_weights(const char *dir, char **path, it_err *err)
+{
+    static const char *const names[] = {"model.safetensors.index.json", "model.safetensors"};
+    for (size_t i = 0; i < 2; i++) {
+        if (!(*path = it__path_join(dir, names[i]))) return it__fail(err, IT_ENOMEM, "out of memory");
+        if (it__exists(*path)) return IT_OK;
+        free(*path);
+    }
+    int rc = find_single(dir, ".safetensors.index.json", path, err);
+    if (rc == IT_OK && !*path) rc = find_single(dir, ".safetensors", path, err);
+    if (rc == IT_OK && !*path)
+        rc = it__fail(err, IT_ENOTFOUND, "%s: no safetensors weights in this folder (looked for model.safetensors, "
+                      "model.safetensors.index.json, *.safetensors)", dir);
+    return rc;
+}
+
+/* ============================================================================================ */
+/* Models: tensors and sites                                                                     */
+/* ============================================================================================ */
+
+/* 1 on a little-endian host (the only one where f32 bytes on disk can be used in place). */
+static int host_little_endian(void)
+{
+    const uint32_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
+/* "[a, b]" into buf[size], from int64 sizes (dims64) or the file's uint64 sizes (dimsu). */
+static void shape_str(char *buf, size_t size, size_t ndim, const int64_t *dims64, const uint64_t *dimsu)
+{
+    size_t off = 0;
+    app(buf, size, &off, "[");
+    for (size_t i = 0; i < ndim; i++)
+        app(buf, size, &off, "%s%" PRIu64, i ? ", " : "", dims64 ? (uint64_t)dims64[i] : dimsu[i]);
+    app(buf, size, &off, "]");
+}
+
+/* IT_EFORMAT unless tensor t has ndim dimensions of the given sizes. */
+static int check_shape(const it_model *m, const it_tensor *t, size_t ndim, const int64_t *shape, it_err *err)
+{
+    int same = t->ndim == ndim;
+    for (size_t i = 0; same && i < ndim; i++) same = t->shape[i] == (uint64_t)shape[i];
+    if (same) return IT_OK;
+    char want[128], got[128];
+    shape_str(want, sizeof want, ndim, shape, NULL);
+    shape_str(got, sizeof got, t->ndim, NULL, t->shape);
+    return it__fail(err, IT_EFORMAT, "%s: tensor %s has shape %s, expected %s", it_st_file_path(m->st, t->file),
+                    t->name, got, want);
+}
+
+/* Keeps p (owned by the model from now on, freed with it); frees it on failure. */
+static int own(it_model *m, float *p, it_err *err)
+{
+    if (m->nowned == m->cap_owned) {
+        size_t cap = m->cap_owned ? 2 * m->cap_owned : 16;
+        float **o = realloc(m->owned, cap * sizeof *o);
+        if (!o) {
+            free(p);
+            return it__fail(err, IT_ENOMEM, "%s: out of memory", m->dir);
+        }
+        m->owned = o;
+        m->cap_owned = cap;
+    }
+    m->owned[m->nowned++] = p;
+    return IT_OK;
+}
+
+/* The f32 values of t: in place, or an owned copy (f16, bf16, unaligned or big-endian f32). */
+static int tensor_f32(it_model *m, const it_tensor *t, const float **out, it_err *err)
+{
+    const char *file = it_st_file_path(m->st, t->file);
+    if (t->dtype != IT_F32 && t->dtype != IT_F16 && t->dtype != IT_BF16)
+        return it__fail(err, IT_EUNSUPPORTED, "%s: tensor %s: dtype %s is not supported (F32, F16 or BF16)", file,
+                        t->name, it_dtype_name(t->dtype));
+    if (t->dtype == IT_F32 && host_little_endian() && (uintptr_t)t->data % _Alignof(float) == 0) {
+        *out = (const float *)t->data;
+        return IT_OK;
+    }
+    float *f = t->numel ? it__malloc_n((size_t)t->numel, sizeof *f) : malloc(1);
+    if (!f) return it__fail(err, IT_ENOMEM, "%s: tensor %s: out of memory", file, t->name);
+    int rc = it_tensor_to_f32(t, f, err);
+    if (rc != IT_OK) {
+        free(f);
+        return rc;
+    }
+    *out = f;
+    return own(m, f, err);
+}
+
+int it__model_has(const it_model *m, const char *name) { return it_st_find(m->st, name) != NULL; }
+
+int it__model_tensor(it_model *m, const char *name, size_t ndim, const int64_t *shape, const float **out,
+                     it_err *err)
+{
+    const it_tensor *t = it_st_find(m->st, name);
+    if (!t) {
+        char want[128];
+        shape_str(want, sizeof want, ndim, shape, NULL);
+        return it__fail(err, IT_ENOTFOUND, "%s: tensor %s is missing (expected shape %s)", m->wpath, name, want);
+    }
+    int rc = check_shape(m, t, ndim, shape, err);
+    return rc == IT_OK ? tensor_f32(m, t, out, err) : rc;
+}
+
+/* Room for one more site (the table and the delta slots grow together). */
+static int grow_sites(it_model *m, it_err *err)
+{
+    if (m->nsites < m->cap_sites) return IT_OK;
+    size_t cap = m->cap_sites ? 2 * m->cap_sites : 64;
+    it_model_site *s = realloc(m->sites, cap * sizeof *s);
+    if (s) m->sites = s;
+    const it_delta **d = s ? realloc(m->delta, cap * sizeof *d) : NULL;
+    if (!d) return it__fail(err, IT_ENOMEM, "%s: out of memory", m->dir);
+    m->delta = d;
+    m->cap_sites = cap;
+    return IT_OK;
+}
+
+int it__model_add_site(it_model *m, const char *name, size_t group, int64_t d_out, int64_t d_in, const char *wname,
+                       const float *w0, const char *bname, size_t *index, it_err *err)
+{
+    const float *bias = NULL;
+    const int64_t wshape[2] = {d_out, d_in};
+    if (wname) TRY(it__model_tensor(m, wname, 2, wshape, &w0, err));
+    if (bname) TRY(it__model_tensor(m, bname, 1, &d_out, &bias, err));
+    TRY(grow_sites(m, err));
+    char *copy = it__strdup(name);
+    if (!copy) return it__fail(err, IT_ENOMEM, "%s: out of memory", m->dir);
+    m->sites[m->nsites] = (it_model_site){copy, d_out, d_in, group, w0, bias};
+    m->delta[m->nsites] = NULL;
+    *index = m->nsites++;
+    if (group + 1 > m->ngroups) m->ngroups = group + 1;
+    return IT_OK;
+}
+
+/* ============================================================================================ */
+/* Models: one site's product, with its delta as PEFT computes it                                */
+/* ============================================================================================ */
+
+/* At least n floats of scratch space. */
+static float *scratch(it_model *m, size_t n)
+{
+    if (n <= m->scratch_cap) return m->scratch;
+    float *p = it__malloc_n(n, sizeof *p);
+    if (!p) return NULL;
+    free(m->scratch);
+    m->scratch = p;
+    m->scratch_cap = n;
+    return p;
+}
+
+/* y (nrows, d_out) += b (d_out) on every row. */
+static void add_bias(float *y, const float *b, size_t nrows, size_t d_out)
+{
+    for (size_t i = 0; i < nrows; i++)
+        for (size_t j = 0; j < d_out; j++) y[i * d_out + j] += b[j];
+}
+
+/* y (nrows, d_out) += ((x A^T) B^T) * scale with x (nrows, d_in), A (r, d_in), B (d_out, r): PEFT's
+ * lora_B(lora_A(x)) * scaling, the scaling a float32 multiply of the finished product, then added. */
+static int add_lowrank(it_model *m, const it_model_site *s, const it_delta *d, const float *x, size_t nrows,
+                       float *y, it_err *err)
+{
+    size_t r = (size_t)d->r, dout = (size_t)s->d_out, din = (size_t)s->d_in, nt, nu, n;
+    float *t;
+    if (it__mul_size(nrows, r, &nt) || it__mul_size(nrows, dout, &nu) || it__add_size(nt, nu, &n) ||
+        !(t = scratch(m, n)))
+        return it__fail(err, IT_ENOMEM, "site %s: out of memory for the delta's product", s->name);
+    float *u = t + nt, sc = (float)d->scale;
+    if (it_sgemm(IT_N, IT_T, nrows, r, din, 1.0f, x, din, d->A, din, 0.0f, t, r) != IT_OK ||
+        it_sgemm(IT_N, IT_T, nrows, dout, r, 1.0f, t, r, d->B, r, 0.0f, u, dout) != IT_OK)
+        return it__fail(err, IT_ENOMEM, "site %s: out of memory in the delta's product", s->name);
+    for (size_t i = 0; i < nu; i++) y[i] = y[i] + u[i] * sc;
+    return IT_OK;
+}
+
+int it__linear(it_model *m, size_t site, const float *x, size_t nrows, float *y, it_err *err)
+{
+    const it_model_site *s = &m->sites[site];
+    const it_delta *d = m->delta[site];
+    size_t dout = (size_t)s->d_out, din = (size_t)s->d_in;
+    if (m->obs && m->obs(m->obs_ctx, site, x, nrows, din) != 0) return IT__STOP;
+    if (!y) return IT_OK;
+    if (it_sgemm(IT_N, IT_T, nrows, dout, din, 1.0f, x, din, s->w0, din, 0.0f, y, dout) != IT_OK)
+        return it__fail(err, IT_ENOMEM, "site %s: out of memory in the product", s->name);
+    if (s->bias) add_bias(y, s->bias, nrows, dout);
+    if (d && d->A && d->B && d->r > 0) return add_lowrank(m, s, d, x, nrows, y, err);
+    if (d && !d->A && d->dense &&
+        it_sgemm(IT_N, IT_T, nrows, dout, din, 1.0f, x, din, d->dense, din, 1.0f, y, dout) != IT_OK)
+        return it__fail(err, IT_ENOMEM, "site %s: out of memory in the delta's product", s->name);
+    return IT_OK;
+}
+
+/* ============================================================================================ */
+/* Models: loading and the public calls                                                          */
+/* ============================================================================================ */
+
+/* Chooses the forward pass for m->cfg; the others are IT_EUNSUPPORTED naming config.json. */
+static int load_arch(it_model *m, it_err *err)
+{
+    if (m->cfg.arch == IT_ARCH_LLAMA) return it__llama_load(m, err);
+    char *cfg = it__path_join(m->dir, "config.json");
+    int rc;
+    if (m->cfg.arch == IT_ARCH_UNKNOWN)
+        rc = it__fail(err, IT_EUNSUPPORTED, "%s: model_type \"%s\" (%s) is not a supported architecture",
+                      cfg ? cfg : m->dir, m->cfg.model_type, m->cfg.class_name[0] ? m->cfg.class_name : "no class");
+    else
+        rc = it__fail(err, IT_EUNSUPPORTED, "%s: %s forward pass not built yet", cfg ? cfg : m->dir,
+                      m->cfg.model_type);
+    free(cfg);
+    return rc;
+}
+
+/* config.json, the weights, then the architecture's tensors and sites. */
+static int model_open(it_model *m, const char *dir, it_err *err)
+{
+    if (!it__is_dir(dir)) return it__fail(err, IT_EINVAL, "%s: expected a model folder (config.json + safetensors)", dir);
+    if (!(m->dir = it__strdup(dir))) return it__fail(err, IT_ENOMEM, "out of memory");
+    TRY(it_config_load(&m->cfg, dir, err));
+    if (m->cfg.arch != IT_ARCH_LLAMA) return load_arch(m, err); /* refused before the weights are read */
+    TRY(find_weights(dir, &m->wpath, err));
+    TRY(it_st_open(&m->st, m->wpath, err));
+    return load_arch(m, err);
+}
+
+int it_model_load(it_model **out, const char *dir, it_err *err)
+{
+    *out = NULL;
+    it_model *m = calloc(1, sizeof *m);
+    if (!m) return it__fail(err, IT_ENOMEM, "out of memory");
+    int rc = model_open(m, dir, err);
+    if (rc != IT_OK) {
+        it_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return IT_OK;
+}
+
+void it_model_free(it_model *m)
+{
+    if (!m) return;
+    if (m->ops && m->ops->free) m->ops->free(m->priv);
+    for (size_t i = 0; i < m->nsites; i++) free((char *)m->sites[i].name);
+    for (size_t i = 0; i < m->nowned; i++) free(m->owned[i]);
+    free(m->sites);
+    free(m->delta);
+    free(m->owned);
+    free(m->scratch);
+    it_st_close(m->st);
+    free(m->wpath);
+    free(m->dir);
+    free(m);
+}
+
+const it_config *it_model_config(const it_model *m) { return m ? &m->cfg : NULL; }
+const it_st *it_model_weights(const it_model *m) { return m ? m->st : NULL; }
+size_t it_model_site_count(const it_model *m) { return m ? m->nsites : 0; }
+size_t it_model_group_count(const it_model *m) { return m ? m->ngroups : 0; }
+
+const it_model_site *it_model_site_at(const it_model *m, size_t i)
+{
+    return m && i < m->nsites ? &m->sites[i] : NULL;
+}
+
+int it_model_find_site(const it_model *m, const char *name, size_t *i)
+{
+    for (size_t k = 0; m && name && k < m->nsites; k++)
+        if (strcmp(m->sites[k].name, name) == 0) {
+            *i = k;
+            return IT_OK;
+        }
+    return IT_ENOTFOUND;
+}
+
+void it_model_set_delta(it_model *m, size_t i, const it_delta *d)
+{
+    if (m && i < m->nsites) m->delta[i] = d;
+}
+
+void it_model_clear_deltas(it_model *m)
+{
+    for (size_t i = 0; m && i < m->nsites; i++) m->delta[i] = NULL;
+}
+
+void it_model_set_observer(it_model *m, it_observer fn, void *ctx)
+{
+    if (!m) return;
+    m->obs = fn;
+    m->obs_ctx = ctx;
+}
+
+/* ids (n): each in [0, vocab), 0 < n <= max_position_embeddings. */
+static int check_ids(const it_model *m, const int32_t *ids, size_t n, it_err *err)
+{
+    const it_config *c = &m->cfg;
+    if (n == 0) return it__fail(err, IT_EINVAL, "%s: empty sequence (0 tokens)", m->dir);
+    if (c->max_position_embeddings > 0 && n > (uint64_t)c->max_position_embeddings)
+        return it__fail(err, IT_EINVAL, "%s: %zu tokens exceed max_position_embeddings %" PRId64, m->dir, n,
+                        c->max_position_embeddings);
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab_size)
+            return it__fail(err, IT_EINVAL, "%s: token id %" PRId32 " at position %zu is outside the vocabulary [0, %"
+                            PRId64 ")", m->dir, ids[i], i, c->vocab_size);
+    return IT_OK;
+}
+
+int it_model_forward(it_model *m, const int32_t *ids, size_t n, float *logits, it_err *err)
+{
+    if (!m || (!ids && n)) return it__fail(err, IT_EINVAL, "it_model_forward: no model or no ids");
+    TRY(check_ids(m, ids, n, err));
+    int rc = m->ops->forward(m, ids, n, logits, err);
+    return rc == IT__STOP ? IT_OK : rc;
 }

@@ -54,7 +54,7 @@ static void put_f32(unsigned char *dst, double v)
 /* delta                                                                                         */
 /* ============================================================================================ */
 
-int it_write_delta(const char *path, const it_merged_site *sites, size_t n, it_err *err)
+int it_write_delta(const char *path, const it_merged_site *sites, size_t n, int with_pretrain, it_err *err)
 {
     it_tensor *t = it__calloc(n ? n : 1, sizeof *t);
     uint64_t *shapes = it__calloc(2 * (n ? n : 1), sizeof *shapes);
@@ -71,8 +71,8 @@ int it_write_delta(const char *path, const it_merged_site *sites, size_t n, it_e
         t[i] = (it_tensor){sites[i].name, IT_F32, 2, shapes + 2 * i, len, 4 * len, b, 0, 0};
     }
     if (rc == IT_OK) {
-        const char *k[] = {"format"}, *v[] = {"pt"};
-        rc = it_st_save(path, t, n, k, v, 1, err);
+        const char *k[] = {"format", "iteris_with_pretrain"}, *v[] = {"pt", with_pretrain ? "true" : "false"};
+        rc = it_st_save(path, t, n, k, v, 2, err);
     }
     for (size_t i = 0; t && i < n; i++) free((void *)t[i].data);
     free(t), free(shapes);
@@ -194,7 +194,7 @@ static char *lora_config_json(const it_merged_site *sites, size_t n, int64_t r, 
     return b;
 }
 
-static int write_text(const char *path, const char *text, it_err *err)
+int it_write_text(const char *path, const char *text, it_err *err)
 {
     it__out out;
     int rc = it__out_open(&out, path, err);
@@ -271,7 +271,7 @@ int it_write_lora(const char *dir, const it_merged_site *sites, size_t n, const 
     if (rc == IT_OK) rc = it_make_dir(dir, err);
     if (rc == IT_OK)
         rc = it_st_save(p_model, t, nt, (const char *const *)mk, (const char *const *)mv, nmeta, err);
-    if (rc == IT_OK) rc = write_text(p_cfg, cfg, err);
+    if (rc == IT_OK) rc = it_write_text(p_cfg, cfg, err);
     if (rank_out) *rank_out = r;
     for (size_t i = 0; i < n; i++) free(f[i].A), free(f[i].B);
     for (size_t i = 0; i < nt && names; i++) free(names[i]);

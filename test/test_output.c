@@ -75,7 +75,7 @@ static void test_output_delta(void)
     it_merged_site s = {"model.layers.0.mlp.up_proj", IT_LORA_LINEAR, 0, 6, 4, w, NULL, 2, NULL, NULL, 0};
     const char *path = test_tmppath("delta.safetensors");
     it_err err;
-    CHECKF(it_write_delta(path, &s, 1, &err) == IT_OK, "%s", err.msg);
+    CHECKF(it_write_delta(path, &s, 1, 0, &err) == IT_OK, "%s", err.msg);
     it_st *st = NULL;
     CHECK(it_st_open(&st, path, &err) == IT_OK);
     const it_tensor *t = st ? it_st_find(st, "model.layers.0.mlp.up_proj") : NULL;

@@ -1,0 +1,533 @@
+/* merge.c -- the merge of DESIGN.md section 1: X_i from each adapter's own model, Xt_i from the
+ * merged model, the statistics streamed from the forward passes through the sites' observers, and
+ * the two schedules (iterate, the paper's; sweep, ours). Free of architecture knowledge: it sees a
+ * model only through it_model's sites, groups and observer (iteris.h); each site's solve is
+ * it_site_solve (iteris.c).
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ============================================================================================ */
+/* Statistics from the forward passes                                                            */
+/* ============================================================================================ */
+/*
+ * X_i policy: the rows of X_i are kept in memory per site group (the cross term X_i^T Xt_i needs
+ * X_i and Xt_i at the same rows); the statistics themselves are accumulated as the rows stream.
+ * Memory: for each task and group, rows x d_in floats plus three d_in x d_in doubles.
+ */
+
+void it_merge_opts_default(it_merge_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    it_solve_opts_default(&o->solve);
+    o->schedule = IT_SCHEDULE_ITERATE;
+    o->iters = 5;
+    o->tol = 1e-4;
+}
+
+/* One task's data at one site group. */
+typedef struct group_stats {
+    float *X;              /* [rows x d_in] X_i, kept for the cross term */
+    size_t rows, cap;
+    double *xx, *xt, *tt;  /* [d_in x d_in] each; xt, tt of the current Xt */
+    size_t cursor;         /* rows of Xt seen so far in the current pass */
+} group_stats;
+
+enum { CAPTURE_X, CAPTURE_XT };
+
+typedef struct merge_state {
+    it_model *m;
+    const it_task *tasks;
+    size_t ntasks;
+    const it_merge_opts *o;
+    it_err *err;
+    size_t nsites;         /* union sites */
+    it_site_def *sites;
+    size_t *msite;         /* [nsites] model site index */
+    size_t ngroups;        /* model groups */
+    size_t *rep;           /* [ngroups] the model site that reports a group's input (its first) */
+    int *active;           /* [ngroups] some union site reads this group's input */
+    size_t *din;           /* [ngroups] */
+    group_stats *gs;       /* [ntasks x ngroups] */
+    double **wstar;        /* [nsites] current W* (NULL before the first solve) */
+    float **wf;            /* [nsites] the installed dense delta (f32) */
+    it_delta *deltas;      /* [nsites] */
+    /* the observer's view */
+    int phase;
+    size_t task;
+    size_t only_group;     /* sweep: SIZE_MAX, or the one group to capture (then stop) */
+    int failed;            /* an allocation failed inside the observer */
+} merge_state;
+
+static group_stats *stats_at(merge_state *st, size_t task, size_t g)
+{
+    return &st->gs[task * st->ngroups + g];
+}
+
+/* Appends rows to X_i and adds them to X_i^T X_i. */
+static int capture_x(group_stats *g, const float *x, size_t nrows, size_t d)
+{
+    if (g->rows + nrows > g->cap) {
+        size_t cap = g->cap ? 2 * g->cap : 256;
+        while (cap < g->rows + nrows) cap *= 2;
+        float *nx = realloc(g->X, cap * d * sizeof *nx);
+        if (!nx) return IT_ENOMEM;
+        g->X = nx, g->cap = cap;
+    }
+    memcpy(g->X + g->rows * d, x, nrows * d * sizeof *x);
+    g->rows += nrows;
+    return it_gram(g->xx, d, x, d, nrows, d);
+}
+
+/* Adds rows of Xt: Xt^T Xt, and X^T Xt against the same rows of X. */
+static int capture_xt(group_stats *g, const float *x, size_t nrows, size_t d)
+{
+    if (g->cursor + nrows > g->rows) return IT_EINVAL; /* not the rows X_i saw */
+    int rc = it_gram(g->tt, d, x, d, nrows, d);
+    if (rc == IT_OK) rc = it_gram_cross(g->xt, d, g->X + g->cursor * d, d, x, d, nrows, d, d);
+    g->cursor += nrows;
+    return rc;
+}
+
+static int merge_observer(void *ctx, size_t site, const float *x, size_t nrows, size_t d_in)
+{
+    merge_state *st = ctx;
+    size_t g = it_model_site_at(st->m, site)->group;
+    if (g >= st->ngroups || st->rep[g] != site || !st->active[g]) return 0;
+    if (st->only_group != SIZE_MAX && g != st->only_group) return 0;
+    group_stats *gs = stats_at(st, st->task, g);
+    int rc = st->phase == CAPTURE_X ? capture_x(gs, x, nrows, d_in) : capture_xt(gs, x, nrows, d_in);
+    if (rc != IT_OK) {
+        st->failed = rc;
+        return 1;
+    }
+    return st->only_group != SIZE_MAX; /* sweep: nothing after this group matters */
+}
+
+/* Installs task i's own adapter (phase X) at the union sites, nothing elsewhere. */
+static void install_adapter(merge_state *st, size_t task)
+{
+    it_model_clear_deltas(st->m);
+    for (size_t s = 0; s < st->nsites; s++) {
+        const it_lora_module *mod = st->sites[s].mods[task];
+        if (!mod) continue;
+        st->deltas[s] = (it_delta){mod->A, mod->B, mod->r, mod->scale, NULL};
+        it_model_set_delta(st->m, st->msite[s], &st->deltas[s]);
+    }
+}
+
+/* Installs the merged W* where one has been solved (the base elsewhere). */
+static void install_merged(merge_state *st)
+{
+    it_model_clear_deltas(st->m);
+    for (size_t s = 0; s < st->nsites; s++) {
+        if (!st->wf[s]) continue;
+        st->deltas[s] = (it_delta){NULL, NULL, 0, 0.0, st->wf[s]};
+        it_model_set_delta(st->m, st->msite[s], &st->deltas[s]);
+    }
+}
+
+/* Runs every calibration sample of a task through the model as it is, the observer capturing. */
+static int run_task(merge_state *st, size_t task, int phase, size_t only_group)
+{
+    const it_task *t = &st->tasks[task];
+    st->phase = phase, st->task = task, st->only_group = only_group, st->failed = 0;
+    for (size_t g = 0; g < st->ngroups; g++) stats_at(st, task, g)->cursor = 0;
+    it_model_set_observer(st->m, merge_observer, st);
+    int rc = IT_OK;
+    for (size_t k = 0; rc == IT_OK && k < t->nsamples; k++) {
+        const it_sample *smp = t->samples[k];
+        rc = it_model_forward(st->m, smp->ids, smp->n, NULL, st->err);
+        if (rc == IT_OK && st->failed)
+            rc = it__fail(st->err, st->failed, "task %zu: %s while collecting the site inputs", task + 1,
+                          st->failed == IT_ENOMEM ? "out of memory" : "the rows changed between passes");
+    }
+    it_model_set_observer(st->m, NULL, NULL);
+    return rc;
+}
+
+/* Zeroes the Xt statistics of the given groups (all when only_group is SIZE_MAX). */
+static void reset_xt(merge_state *st, size_t only_group)
+{
+    for (size_t i = 0; i < st->ntasks; i++)
+        for (size_t g = 0; g < st->ngroups; g++) {
+            if (!st->active[g] || (only_group != SIZE_MAX && g != only_group)) continue;
+            group_stats *gs = stats_at(st, i, g);
+            memset(gs->xt, 0, st->din[g] * st->din[g] * sizeof *gs->xt);
+            memset(gs->tt, 0, st->din[g] * st->din[g] * sizeof *gs->tt);
+        }
+}
+
+/* Gram statistics hold only their upper triangle: mirror it. */
+static void mirror(double *G, size_t d)
+{
+    for (size_t i = 0; i < d; i++)
+        for (size_t j = 0; j < i; j++) G[i * d + j] = G[j * d + i];
+}
+
+/* tr(A S B^T) for A, B [m x n], S [n x n]: sum of (A S) .* B, in double. */
+static int trace_asb(const double *A, const double *S, const double *B, size_t m, size_t n, double *out)
+{
+    double *AS = it__malloc_n(m * n, sizeof *AS);
+    if (!AS) return IT_ENOMEM;
+    int rc = it_dgemm(IT_N, IT_N, m, n, n, 1.0, A, n, S, n, 0.0, AS, n);
+    double s = 0.0;
+    for (size_t k = 0; rc == IT_OK && k < m * n; k++) s += AS[k] * B[k];
+    free(AS);
+    *out = s;
+    return rc;
+}
+
+/* Task i's part of the objective at one site: l_i ||X_i V_i^T - Xt_i W*^T||_F^2
+ *   = l_i (tr(V XX V^T) - 2 tr(V XT W^T) + tr(W TT W^T)) from the statistics; V_i = dW_i, plus W0
+ * with with_pretrain. */
+static int site_objective(const it_site *site, const it_site_task *t, int with_pretrain, double l, const double *W,
+                          double *out)
+{
+    size_t m = (size_t)site->d_out, n = (size_t)site->d_in, r = (size_t)t->r;
+    double *V = it__calloc(m * n, sizeof *V);
+    if (!V) return IT_ENOMEM;
+    for (size_t a = 0; a < m; a++)
+        for (size_t b = 0; b < n; b++) {
+            double v = with_pretrain && site->w0 ? (double)site->w0[a * n + b] : 0.0;
+            for (size_t k = 0; t->A && k < r; k++) v += t->scale * (double)t->B[a * r + k] * (double)t->A[k * n + b];
+            V[a * n + b] = v;
+        }
+    const double *xt = t->xt ? t->xt : t->xx, *tt = t->tt ? t->tt : t->xx;
+    double x = 0, y = 0, z = 0;
+    int rc = trace_asb(V, t->xx, V, m, n, &x);
+    if (rc == IT_OK) rc = trace_asb(V, xt, W, m, n, &y);
+    if (rc == IT_OK) rc = trace_asb(W, tt, W, m, n, &z);
+    free(V);
+    *out = l * (x - 2 * y + z);
+    return rc;
+}
+
+/* Solves union site s from the current statistics; adds each task's objective to obj [ntasks]
+ * and returns the relative change of W* in *change. */
+static int merge_solve_site(merge_state *st, size_t s, int first, it_merge_result *res, double *obj,
+                            double *change)
+{
+    const it_site_def *d = &st->sites[s];
+    const it_model_site *ms = it_model_site_at(st->m, st->msite[s]);
+    size_t g = ms->group, m = (size_t)d->d_out, n = (size_t)d->d_in;
+    it_site_task *tk = it__calloc(st->ntasks, sizeof *tk);
+    double *W = it__malloc_n(m * n, sizeof *W);
+    if (!tk || !W) {
+        free(tk), free(W);
+        return it__fail(st->err, IT_ENOMEM, "site %s: out of memory", d->name);
+    }
+    for (size_t i = 0; i < st->ntasks; i++) {
+        const it_lora_module *mod = d->mods[i];
+        group_stats *gs = stats_at(st, i, g);
+        tk[i] = (it_site_task){mod ? mod->A : NULL, mod ? mod->B : NULL, mod ? mod->r : 0, mod ? mod->scale : 0.0,
+                               NULL, gs->xx, first ? NULL : gs->xt, first ? NULL : gs->tt, -1.0};
+        res->rows[s * st->ntasks + i] = gs->rows;
+    }
+    it_site site = {d->name, d->d_out, d->d_in, ms->w0, st->ntasks, tk};
+    it_site_info info = {0.0, res->lambda + s * st->ntasks};
+    int rc = it_site_solve(&site, &st->o->solve, W, &info, st->err);
+    int objective = st->o->solve.method == IT_METHOD_ITERIS;
+    for (size_t i = 0; rc == IT_OK && objective && i < st->ntasks; i++) {
+        double v = 0;
+        if (site_objective(&site, &tk[i], st->o->solve.with_pretrain, res->lambda[s * st->ntasks + i], W, &v) != IT_OK)
+            rc = it__fail(st->err, IT_ENOMEM, "site %s: out of memory", d->name);
+        obj[i] += v;
+    }
+    if (rc == IT_OK) {
+        res->ridge[s] = info.ridge;
+        double num = 0, den = 0;
+        for (size_t k = 0; st->wstar[s] && k < m * n; k++)
+            num += (W[k] - st->wstar[s][k]) * (W[k] - st->wstar[s][k]), den += W[k] * W[k];
+        *change = st->wstar[s] ? (den > 0 ? sqrt(num / den) : sqrt(num)) : -1.0;
+        free(st->wstar[s]);
+        st->wstar[s] = W, W = NULL;
+        if (!st->wf[s] && !(st->wf[s] = it__malloc_n(m * n, sizeof(float))))
+            rc = it__fail(st->err, IT_ENOMEM, "site %s: out of memory", d->name);
+        for (size_t k = 0; rc == IT_OK && k < m * n; k++) /* the installed delta: W* - W0 for a whole weight */
+            st->wf[s][k] = (float)(st->wstar[s][k] - (st->o->solve.with_pretrain ? (double)ms->w0[k] : 0.0));
+    }
+    free(tk), free(W);
+    return rc;
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Records one step (iteration or group) and tells the caller. */
+static int record_step(merge_state *st, it_merge_result *res, const char *schedule, size_t step, size_t nsteps,
+                       double t0, double change, double *obj)
+{
+    it_merge_step *ns = realloc(res->steps, (res->nsteps + 1) * sizeof *ns);
+    if (!ns) {
+        free(obj);
+        return it__fail(st->err, IT_ENOMEM, "out of memory");
+    }
+    res->steps = ns;
+    double secs = now_seconds() - t0;
+    it_merge_step *p = &res->steps[res->nsteps++];
+    *p = (it_merge_step){schedule, step, nsteps, secs, secs / (double)(step + 1) * (double)(nsteps - step - 1),
+                         change, obj, st->ntasks};
+    if (st->o->progress) st->o->progress(st->o->ctx, p);
+    return IT_OK;
+}
+
+/* The paper's schedule: solve all sites from the current Xt, install, re-run every task, repeat. */
+static int schedule_iterate(merge_state *st, it_merge_result *res, double t0)
+{
+    size_t iters = st->o->iters > 0 ? (size_t)st->o->iters : 1;
+    if (st->o->solve.method != IT_METHOD_ITERIS) iters = 1; /* the baselines read no Xt */
+    int rc = IT_OK;
+    for (size_t t = 0; rc == IT_OK && t < iters; t++) {
+        if (t > 0) { /* refresh Xt with the merged model */
+            reset_xt(st, SIZE_MAX);
+            install_merged(st);
+            for (size_t i = 0; rc == IT_OK && i < st->ntasks; i++) rc = run_task(st, i, CAPTURE_XT, SIZE_MAX);
+            for (size_t i = 0; rc == IT_OK && i < st->ntasks; i++)
+                for (size_t g = 0; g < st->ngroups; g++)
+                    if (st->active[g]) mirror(stats_at(st, i, g)->tt, st->din[g]);
+        }
+        double *obj = it__calloc(st->ntasks, sizeof *obj), change = -1.0;
+        if (rc == IT_OK && !obj) rc = it__fail(st->err, IT_ENOMEM, "out of memory");
+        for (size_t s = 0; rc == IT_OK && s < st->nsites; s++) {
+            double c = -1.0;
+            rc = merge_solve_site(st, s, t == 0, res, obj, &c);
+            if (c > change) change = c;
+        }
+        if (rc != IT_OK) {
+            free(obj);
+            break;
+        }
+        rc = record_step(st, res, "iterate", t, iters, t0, t == 0 ? -1.0 : change, obj);
+        if (t > 0 && change < st->o->tol) break;
+    }
+    install_merged(st);
+    return rc;
+}
+
+/* The sweep: site groups in execution order, each solved from the inputs the merged earlier groups
+ * produce; reaches the iterate schedule's fixed point in one pass. */
+static int schedule_sweep(merge_state *st, it_merge_result *res, double t0)
+{
+    size_t nactive = 0, done = 0;
+    for (size_t g = 0; g < st->ngroups; g++) nactive += st->active[g] != 0;
+    int rc = IT_OK;
+    for (size_t g = 0; rc == IT_OK && g < st->ngroups; g++) {
+        if (!st->active[g]) continue;
+        reset_xt(st, g);
+        install_merged(st);
+        for (size_t i = 0; rc == IT_OK && i < st->ntasks; i++) rc = run_task(st, i, CAPTURE_XT, g);
+        for (size_t i = 0; rc == IT_OK && i < st->ntasks; i++) mirror(stats_at(st, i, g)->tt, st->din[g]);
+        double *obj = it__calloc(st->ntasks, sizeof *obj);
+        if (rc == IT_OK && !obj) rc = it__fail(st->err, IT_ENOMEM, "out of memory");
+        for (size_t s = 0; rc == IT_OK && s < st->nsites; s++) {
+            if (it_model_site_at(st->m, st->msite[s])->group != g) continue;
+            double c;
+            rc = merge_solve_site(st, s, 0, res, obj, &c);
+        }
+        if (rc != IT_OK) {
+            free(obj);
+            break;
+        }
+        rc = record_step(st, res, "sweep", done++, nactive, t0, -1.0, obj);
+    }
+    install_merged(st);
+    return rc;
+}
+
+/* Maps the union sites to the model's sites and groups, and allocates the statistics. */
+static int merge_setup(merge_state *st)
+{
+    it_model *m = st->m;
+    const it_adapter **ads = it__calloc(st->ntasks, sizeof *ads);
+    if (!ads) return it__fail(st->err, IT_ENOMEM, "out of memory");
+    for (size_t i = 0; i < st->ntasks; i++) ads[i] = st->tasks[i].adapter;
+    int rc = it_sites_union(ads, st->ntasks, "", it_model_weights(m), &st->sites, &st->nsites, st->err);
+    free(ads);
+    if (rc != IT_OK) return rc;
+    st->ngroups = it_model_group_count(m);
+    st->msite = it__calloc(st->nsites ? st->nsites : 1, sizeof *st->msite);
+    st->rep = it__malloc_n(st->ngroups ? st->ngroups : 1, sizeof *st->rep);
+    st->active = it__calloc(st->ngroups ? st->ngroups : 1, sizeof *st->active);
+    st->din = it__calloc(st->ngroups ? st->ngroups : 1, sizeof *st->din);
+    st->gs = it__calloc(st->ntasks * (st->ngroups ? st->ngroups : 1), sizeof *st->gs);
+    st->wstar = it__calloc(st->nsites ? st->nsites : 1, sizeof *st->wstar);
+    st->wf = it__calloc(st->nsites ? st->nsites : 1, sizeof *st->wf);
+    st->deltas = it__calloc(st->nsites ? st->nsites : 1, sizeof *st->deltas);
+    if (!st->msite || !st->rep || !st->active || !st->din || !st->gs || !st->wstar || !st->wf || !st->deltas)
+        return it__fail(st->err, IT_ENOMEM, "out of memory");
+    for (size_t g = 0; g < st->ngroups; g++) st->rep[g] = SIZE_MAX;
+    for (size_t i = it_model_site_count(m); i-- > 0;) st->rep[it_model_site_at(m, i)->group] = i;
+    for (size_t s = 0; s < st->nsites; s++) {
+        const it_site_def *d = &st->sites[s];
+        if (it_model_find_site(m, d->name, &st->msite[s]) != IT_OK)
+            return it__fail(st->err, IT_EUNSUPPORTED, "site %s: adapted by an adapter but not a linear layer this "
+                            "forward pass exposes (embedding LoRAs are not merged)", d->name);
+        if (d->kind != IT_LORA_LINEAR || d->transposed)
+            return it__fail(st->err, IT_EUNSUPPORTED, "site %s: a %s LoRA on this model is not supported", d->name,
+                            d->transposed ? "fan_in_fan_out" : "non-linear");
+        size_t g = it_model_site_at(m, st->msite[s])->group;
+        st->active[g] = 1, st->din[g] = (size_t)d->d_in;
+    }
+    for (size_t i = 0; i < st->ntasks; i++)
+        for (size_t g = 0; g < st->ngroups; g++) {
+            if (!st->active[g]) continue;
+            group_stats *gs = stats_at(st, i, g);
+            size_t dd = st->din[g] * st->din[g];
+            gs->xx = it__calloc(dd, sizeof(double));
+            gs->xt = it__calloc(dd, sizeof(double));
+            gs->tt = it__calloc(dd, sizeof(double));
+            if (!gs->xx || !gs->xt || !gs->tt) return it__fail(st->err, IT_ENOMEM, "out of memory");
+        }
+    return IT_OK;
+}
+
+static void merge_state_free(merge_state *st)
+{
+    for (size_t k = 0; st->gs && k < st->ntasks * st->ngroups; k++)
+        free(st->gs[k].X), free(st->gs[k].xx), free(st->gs[k].xt), free(st->gs[k].tt);
+    for (size_t s = 0; st->wf && s < st->nsites; s++) free(st->wf[s]);
+    free(st->msite), free(st->rep), free(st->active), free(st->din), free(st->gs), free(st->wf), free(st->deltas);
+}
+
+void it_merge_result_free(it_merge_result *r)
+{
+    if (!r) return;
+    for (size_t s = 0; r->wstar && s < r->nsites; s++) free(r->wstar[s]);
+    for (size_t s = 0; r->installed && s < r->nsites; s++) free(r->installed[s]);
+    for (size_t k = 0; k < r->nsteps; k++) free((void *)r->steps[k].objective);
+    free(r->installed), free(r->deltas);
+    it_sites_free(r->sites, r->nsites);
+    free(r->wstar), free(r->ridge), free(r->lambda), free(r->rows), free(r->steps), free(r);
+}
+
+int it_merge(it_model *m, const it_task *tasks, size_t ntasks, const it_merge_opts *o, it_merge_result **out,
+             it_err *err)
+{
+    *out = NULL;
+    if (ntasks == 0) return it__fail(err, IT_EINVAL, "no adapters to merge");
+    double t0 = now_seconds();
+    merge_state st = {m, tasks, ntasks, o, err, 0, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                      0, 0, SIZE_MAX, 0};
+    it_merge_result *res = it__calloc(1, sizeof *res);
+    int rc = res ? merge_setup(&st) : it__fail(err, IT_ENOMEM, "out of memory");
+    if (rc == IT_OK) {
+        res->nsites = st.nsites, res->ntasks = ntasks;
+        res->ridge = it__calloc(st.nsites ? st.nsites : 1, sizeof *res->ridge);
+        res->lambda = it__calloc(st.nsites * ntasks + 1, sizeof *res->lambda);
+        res->rows = it__calloc(st.nsites * ntasks + 1, sizeof *res->rows);
+        if (!res->ridge || !res->lambda || !res->rows) rc = it__fail(err, IT_ENOMEM, "out of memory");
+    }
+    int stats = o->solve.method == IT_METHOD_ITERIS || o->solve.method == IT_METHOD_REGMEAN;
+    for (size_t i = 0; rc == IT_OK && stats && i < ntasks; i++) { /* X_i from task i's own model */
+        install_adapter(&st, i);
+        rc = run_task(&st, i, CAPTURE_X, SIZE_MAX);
+        for (size_t g = 0; rc == IT_OK && g < st.ngroups; g++)
+            if (st.active[g]) mirror(stats_at(&st, i, g)->xx, st.din[g]);
+    }
+    if (rc == IT_OK)
+        rc = o->schedule == IT_SCHEDULE_SWEEP && o->solve.method == IT_METHOD_ITERIS ? schedule_sweep(&st, res, t0)
+                                                                                      : schedule_iterate(&st, res, t0);
+    if (res) { /* handed over: the model's installed deltas point into wf and deltas */
+        res->sites = st.sites, res->wstar = st.wstar, res->installed = st.wf, res->deltas = st.deltas;
+        st.wf = NULL, st.deltas = NULL;
+    } else {
+        it_sites_free(st.sites, st.nsites);
+        for (size_t s = 0; st.wstar && s < st.nsites; s++) free(st.wstar[s]);
+        free(st.wstar);
+    }
+    if (rc != IT_OK) it_model_clear_deltas(m); /* the deltas pointed into the state freed below */
+    merge_state_free(&st);
+    if (rc != IT_OK) {
+        it_merge_result_free(res);
+        return rc;
+    }
+    *out = res;
+    return IT_OK;
+}
+
+/* ============================================================================================ */
+/* eval                                                                                          */
+/* ============================================================================================ */
+
+/* Installs an adapter's modules at the model's sites (those it names that the model has). */
+static int install_modules(it_model *m, const it_adapter *ad, it_delta *d, it_err *err)
+{
+    it_model_clear_deltas(m);
+    for (size_t k = 0; k < ad->n; k++) {
+        const it_lora_module *mod = &ad->mods[k];
+        size_t i;
+        if (it_model_find_site(m, mod->name, &i) != IT_OK)
+            return it__fail(err, IT_EUNSUPPORTED, "%s: %s is not a linear layer of the model", ad->path, mod->name);
+        d[k] = (it_delta){mod->A, mod->B, mod->r, mod->scale, NULL};
+        it_model_set_delta(m, i, &d[k]);
+    }
+    return IT_OK;
+}
+
+/* Adds one sample's comparison: zm merged, zi the task's model, zb the base, [n x V] each. */
+static void eval_accumulate(const float *zm, const float *zi, const float *zb, size_t n, size_t V, double *num,
+                            double *den, double *kl, double *agree)
+{
+    for (size_t t = 0; t < n; t++) {
+        const float *a = zi + t * V, *b = zm + t * V, *c = zb + t * V;
+        double ma = -INFINITY, mb = -INFINITY;
+        size_t ia = 0, ib = 0;
+        for (size_t v = 0; v < V; v++) {
+            *num += ((double)b[v] - a[v]) * ((double)b[v] - a[v]);
+            *den += ((double)a[v] - c[v]) * ((double)a[v] - c[v]);
+            if (a[v] > ma) ma = a[v], ia = v;
+            if (b[v] > mb) mb = b[v], ib = v;
+        }
+        double sa = 0, sb = 0;
+        for (size_t v = 0; v < V; v++) sa += exp(a[v] - ma), sb += exp(b[v] - mb);
+        double la = ma + log(sa), lb = mb + log(sb), k = 0; /* log-sum-exp */
+        for (size_t v = 0; v < V; v++) k += exp(a[v] - la) * ((a[v] - la) - (b[v] - lb));
+        *kl += k;
+        *agree += ia == ib;
+    }
+}
+
+int it_eval_task(it_model *m, const it_adapter *ad, const it_delta *merged, const size_t *merged_site, size_t nmerged,
+                 it_model *merged_model, const it_sample *const *samples, size_t nsamples, it_eval_result *out,
+                 it_err *err)
+{
+    size_t V = (size_t)it_model_config(m)->vocab_size, maxn = 0, tokens = 0;
+    for (size_t k = 0; k < nsamples; k++) maxn = samples[k]->n > maxn ? samples[k]->n : maxn;
+    float *zb = it__malloc_n(maxn * V + 1, sizeof *zb), *zi = it__malloc_n(maxn * V + 1, sizeof *zi);
+    float *zm = it__malloc_n(maxn * V + 1, sizeof *zm);
+    it_delta *d = it__calloc(ad->n + 1, sizeof *d);
+    int rc = zb && zi && zm && d ? IT_OK : it__fail(err, IT_ENOMEM, "out of memory");
+    double num = 0, den = 0, kl = 0, agree = 0;
+    for (size_t k = 0; rc == IT_OK && k < nsamples; k++) {
+        const it_sample *s = samples[k];
+        it_model_clear_deltas(m);
+        rc = it_model_forward(m, s->ids, s->n, zb, err);
+        if (rc == IT_OK) rc = install_modules(m, ad, d, err);
+        if (rc == IT_OK) rc = it_model_forward(m, s->ids, s->n, zi, err);
+        if (rc == IT_OK && merged_model) rc = it_model_forward(merged_model, s->ids, s->n, zm, err);
+        if (rc == IT_OK && !merged_model) {
+            it_model_clear_deltas(m);
+            for (size_t j = 0; j < nmerged; j++) it_model_set_delta(m, merged_site[j], &merged[j]);
+            rc = it_model_forward(m, s->ids, s->n, zm, err);
+        }
+        if (rc == IT_OK) eval_accumulate(zm, zi, zb, s->n, V, &num, &den, &kl, &agree);
+        tokens += s->n;
+    }
+    it_model_clear_deltas(m);
+    free(zb), free(zi), free(zm), free(d);
+    if (rc != IT_OK) return rc;
+    out->rel_err = den > 0 ? sqrt(num / den) : (num > 0 ? INFINITY : 0.0);
+    out->kl = tokens ? kl / (double)tokens : 0.0;
+    out->top1 = tokens ? agree / (double)tokens : 0.0;
+    out->tokens = tokens;
+    return IT_OK;
+}
