@@ -20,7 +20,9 @@ CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L -ffp-contract=off $(WARN) $(OPT)
 LDLIBS_ALL = -pthread -lm $(LDLIBS)
 
 LIB_SRC  = util.c json.c regex.c safetensors.c model.c model_llama.c data.c lora.c lora_files.c iteris.c merge.c output.c thread.c linalg.c linalg_avx2.c linalg_avx512.c linalg_neon.c bench.c
-FUZZ_SRC = util.c json.c regex.c safetensors.c model.c lora.c lora_files.c data.c
+# The fuzz builds compile everything but the command line in one go, without SIMD (the kernel files
+# would need their own flags).
+FUZZ_SRC = $(filter-out bench.c,$(LIB_SRC))
 
 # Per-ISA kernel files get their own flags (and compile to nothing on other machines).
 ARCH ?= $(shell uname -m)
@@ -88,14 +90,14 @@ cross-test:
 FUZZ_CC ?= clang
 fuzz:
 	@mkdir -p build/fuzz
-	$(FUZZ_CC) -std=c11 -D_POSIX_C_SOURCE=200809L -DIT_FUZZ_LIBFUZZER -g -O1 -I. \
+	$(FUZZ_CC) -std=c11 -D_POSIX_C_SOURCE=200809L -DIT_NOSIMD -DIT_FUZZ_LIBFUZZER -g -O1 -I. \
 	    -Itest -fsanitize=fuzzer,address,undefined -o build/fuzz/fuzz_iteris test/fuzz.c $(FUZZ_SRC) -pthread -lm
 	@echo "run: build/fuzz/fuzz_iteris -max_total_time=60 test/corpus"
 
 # The same harness with a plain main that replays files or folders: no libFuzzer needed.
 fuzz-replay:
 	@mkdir -p build/fuzz
-	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -DIT_FUZZ_MAIN -g -O1 -I. -Itest \
+	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -DIT_NOSIMD -DIT_FUZZ_MAIN -g -O1 -I. -Itest \
 	    -o build/fuzz/fuzz_replay test/fuzz.c $(FUZZ_SRC) -pthread -lm
 
 # The benchmarks, and where OpenBLAS is installed (Debian: libopenblas-dev), a side-by-side run
