@@ -162,6 +162,7 @@ int main(int argc, char **argv)
     suite_output();
     suite_model();
     suite_data();
+    suite_merge();
     suite_cli();
     suite_fuzz();
     printf("%d passed, %d failed\n", passed, failed);

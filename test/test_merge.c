@@ -1,0 +1,205 @@
+/* test/test_merge.c -- the merge loop (merge.c) on the llama fixture: the schedules agree, one
+ * adapter comes back, eval's end points, and the merge / eval command lines. */
+#include "test.h"
+
+#include "../iteris.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+static const char *const NAMES[3] = {"lora_r4_a16_all", "lora_r8_a8_rslora_attn", "lora_r4_a8_mlp"};
+
+typedef struct fixture {
+    it_model *m;
+    it_adapter *ad[3];
+    it_samples *smp;
+    const it_sample *s[16];
+    it_task tasks[3];
+} fixture;
+
+static int fixture_open(fixture *f)
+{
+    memset(f, 0, sizeof *f);
+    it_err err;
+    int rc = it_model_load(&f->m, test_data("llama/base"), &err);
+    for (int i = 0; rc == IT_OK && i < 3; i++) {
+        char dir[256];
+        snprintf(dir, sizeof dir, "llama/adapters/%s", NAMES[i]);
+        rc = it_adapter_load(&f->ad[i], test_data(dir), &err);
+    }
+    if (rc == IT_OK) rc = it_samples_load(&f->smp, test_data("llama/inputs.jsonl"), &err);
+    for (size_t k = 0; rc == IT_OK && k < f->smp->n && k < 16; k++) f->s[k] = &f->smp->s[k];
+    for (int i = 0; rc == IT_OK && i < 3; i++) f->tasks[i] = (it_task){f->ad[i], f->s, f->smp->n};
+    CHECKF(rc == IT_OK, "%s", err.msg);
+    return rc;
+}
+
+static void fixture_close(fixture *f)
+{
+    for (int i = 0; i < 3; i++) it_adapter_free(f->ad[i]);
+    it_samples_free(f->smp);
+    it_model_free(f->m);
+}
+
+/* iterate with as many iterations as there are site groups lands where sweep does. */
+static void test_merge_sweep_equals_iterate(void)
+{
+    fixture f;
+    if (fixture_open(&f) != IT_OK) return;
+    it_merge_opts o;
+    it_merge_opts_default(&o);
+    o.solve.alpha1 = o.solve.alpha2 = 0.05;
+    o.schedule = IT_SCHEDULE_SWEEP;
+    it_merge_result *sw = NULL, *it = NULL;
+    it_err err;
+    CHECKF(it_merge(f.m, f.tasks, 3, &o, &sw, &err) == IT_OK, "%s", err.msg);
+    it_model_clear_deltas(f.m);
+    o.schedule = IT_SCHEDULE_ITERATE, o.iters = sw ? (int)sw->nsteps : 8, o.tol = 0;
+    CHECKF(it_merge(f.m, f.tasks, 3, &o, &it, &err) == IT_OK, "%s", err.msg);
+    it_model_clear_deltas(f.m);
+    if (sw && it) {
+        CHECK(sw->nsteps == 8 && it->nsteps == 8 && sw->nsites == 14 && it->nsites == 14);
+        double worst = 0;
+        for (size_t s = 0; s < sw->nsites; s++) {
+            size_t len = (size_t)(sw->sites[s].d_out * sw->sites[s].d_in);
+            for (size_t k = 0; k < len; k++) {
+                double d = fabs(sw->wstar[s][k] - it->wstar[s][k]);
+                if (d > worst) worst = d;
+            }
+        }
+        CHECKF(worst == 0.0, "sweep vs iterate(%zu): max |diff| %.3g", sw->nsteps, worst);
+        test_note("sweep vs iterate(8): max |diff| %.3g", worst);
+        /* the objective falls from the first solve (Xt = X is optimistic) to a fixed point */
+        CHECK(it->steps[it->nsteps - 1].max_change < it->steps[2].max_change);
+    }
+    it_merge_result_free(sw), it_merge_result_free(it);
+    fixture_close(&f);
+}
+
+/* The worst relative difference between W* and the adapter's own delta over the sites. */
+static double worst_vs_adapter(const it_merge_result *r)
+{
+    double worst = 0;
+    for (size_t s = 0; r && s < r->nsites; s++) {
+        const it_lora_module *mod = r->sites[s].mods[0];
+        size_t len = (size_t)(mod->d_out * mod->d_in);
+        double *d = malloc(len * sizeof *d), num = 0, den = 0;
+        it_lora_delta(mod, d);
+        for (size_t k = 0; k < len; k++) num += (r->wstar[s][k] - d[k]) * (r->wstar[s][k] - d[k]), den += d[k] * d[k];
+        if (sqrt(num / den) > worst) worst = sqrt(num / den);
+        free(d);
+    }
+    return worst;
+}
+
+/* One adapter alone with a1 = a2 gives it back: W* = dW at every site (exactly in the first solve,
+ * where Xt = X; to f32 rounding after, where Xt comes from the merged model's float forward pass),
+ * and eval says rel_err 0. */
+static void test_merge_one_adapter_back(void)
+{
+    fixture f;
+    if (fixture_open(&f) != IT_OK) return;
+    it_merge_opts o;
+    it_merge_opts_default(&o);
+    o.solve.alpha1 = o.solve.alpha2 = 0.01;
+    o.iters = 1;
+    it_merge_result *r = NULL;
+    it_err err;
+    CHECKF(it_merge(f.m, f.tasks, 1, &o, &r, &err) == IT_OK, "%s", err.msg);
+    double w1 = worst_vs_adapter(r);
+    CHECKF(r && w1 < 1e-9, "one adapter, one solve: worst site rel diff %.3g", w1);
+    it_model_clear_deltas(f.m);
+    it_merge_result_free(r);
+    r = NULL;
+    o.iters = 3;
+    CHECKF(it_merge(f.m, f.tasks, 1, &o, &r, &err) == IT_OK, "%s", err.msg);
+    double w3 = worst_vs_adapter(r);
+    CHECKF(r && w3 < 1e-5, "one adapter, three solves: worst site rel diff %.3g", w3);
+    test_note("one adapter back: rel diff %.3g after one solve, %.3g after three", w1, w3);
+    /* eval with the merged model installed: rel_err ~ 0, top1 = 1 */
+    if (r) {
+        size_t *sites = malloc(r->nsites * sizeof *sites);
+        for (size_t s = 0; s < r->nsites; s++) it_model_find_site(f.m, r->sites[s].name, &sites[s]);
+        it_eval_result e;
+        CHECKF(it_eval_task(f.m, f.ad[0], r->deltas, sites, r->nsites, NULL, f.s, f.smp->n, &e, &err) == IT_OK, "%s",
+               err.msg);
+        CHECKF(e.rel_err < 1e-5 && e.top1 == 1.0 && e.kl < 1e-9, "rel_err %.3g kl %.3g top1 %.3f", e.rel_err, e.kl,
+               e.top1);
+        /* and the base model as the "merge": rel_err exactly 1 */
+        CHECK(it_eval_task(f.m, f.ad[0], NULL, NULL, 0, NULL, f.s, f.smp->n, &e, &err) == IT_OK && e.rel_err == 1.0);
+        free(sites);
+    }
+    it_model_clear_deltas(f.m);
+    it_merge_result_free(r);
+    fixture_close(&f);
+}
+
+static int run(const char *cmd)
+{
+    int st = system(cmd);
+    return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* merge and eval through the command line: the three formats evaluate the same. */
+static void test_merge_cli(void)
+{
+    const char *bin = getenv("ITERIS_BIN") ? getenv("ITERIS_BIN") : "./iteris";
+    char args[2048], cmd[4096];
+    snprintf(args, sizeof args, "--base data/llama/base --lora data/llama/adapters/%s --lora data/llama/adapters/%s "
+             "--data data/llama/inputs.jsonl --data data/llama/inputs.jsonl", NAMES[0], NAMES[2]);
+    const char *formats[3] = {"lora", "delta", "model"};
+    double first[2] = {0, 0};
+    for (int k = 0; k < 3; k++) {
+        const char *out = test_tmppath(formats[k]);
+        snprintf(cmd, sizeof cmd, "%s merge %s --out %s --format %s --alpha 0.05 --iters 2 2>/dev/null", bin, args, out,
+                 formats[k]);
+        CHECKF(run(cmd) == 0, "%s", cmd);
+        char rep[4096];
+        snprintf(rep, sizeof rep, "%s/report.json", out);
+        size_t len;
+        unsigned char *txt = test_read_file(rep, &len);
+        it_json_doc *doc = NULL;
+        CHECK(txt && it_json_parse(&doc, (const char *)txt, len, IT_JSON_NODUP, NULL) == IT_OK);
+        const it_json *meth = doc ? it_json_get(it_json_root(doc), "method") : NULL;
+        CHECK(meth && meth->type == IT_JSON_STR && !strcmp(meth->s, "iteris"));
+        it_json_free(doc);
+        free(txt);
+        snprintf(cmd, sizeof cmd, "%s eval %s --merged %s --json > %s", bin, args, out, test_tmppath("eval.json"));
+        CHECKF(run(cmd) == 0, "%s", cmd);
+        unsigned char *ev = test_read_file(test_tmppath("eval.json"), &len);
+        CHECK(ev && strstr((char *)ev, "\"iteris\": {\"tasks\": [{\"rel_err\": "));
+        /* the same numbers whatever the format, to the float rounding of low-rank vs dense deltas */
+        it_json_doc *ed = NULL;
+        const it_json *tk = NULL;
+        if (ev && it_json_parse(&ed, (const char *)ev, len, 0, NULL) == IT_OK) {
+            const it_json *mm = it_json_get(it_json_get(it_json_root(ed), "methods"), "iteris");
+            tk = mm ? it_json_get(mm, "tasks") : NULL;
+        }
+        CHECK(tk && tk->type == IT_JSON_ARR && tk->n == 2);
+        for (size_t i = 0; tk && i < tk->n && i < 2; i++) {
+            const it_json *re = it_json_get(&tk->items[i], "rel_err");
+            double v = re ? (re->type == IT_JSON_INT ? (double)re->i : re->d) : -1;
+            if (k == 0) first[i] = v;
+            else CHECKF(fabs(v - first[i]) < 1e-6, "%s: task %zu rel_err %.9f vs %.9f", formats[k], i, v, first[i]);
+        }
+        it_json_free(ed);
+        free(ev);
+    }
+    /* a --data count that differs from the --lora count; an output folder that is an input */
+    snprintf(cmd, sizeof cmd, "%s merge %s --data data/llama/inputs.jsonl --out %s 2>/dev/null", bin, args,
+             test_tmppath("x"));
+    CHECK(run(cmd) == 1);
+    snprintf(cmd, sizeof cmd, "%s merge %s --out data/llama/base 2>/dev/null", bin, args);
+    CHECK(run(cmd) == 1);
+    snprintf(cmd, sizeof cmd, "%s merge %s --out %s --schedule zigzag 2>/dev/null", bin, args, test_tmppath("y"));
+    CHECK(run(cmd) == 2);
+}
+
+void suite_merge(void)
+{
+    RUN(test_merge_sweep_equals_iterate);
+    RUN(test_merge_one_adapter_back);
+    RUN(test_merge_cli);
+}
