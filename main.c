@@ -1031,6 +1031,130 @@ static int cmd_eval(int argc, char **argv)
 }
 
 /* ============================================================================================ */
+/* forward                                                                                       */
+/* ============================================================================================ */
+
+/* The rows one site received over all samples, in forward order. */
+typedef struct dump_site {
+    float *x;
+    size_t rows, cap, d;
+    int want;
+} dump_site;
+
+typedef struct dump_ctx {
+    dump_site *sites;
+    int oom;
+} dump_ctx;
+
+static int dump_observer(void *ctx, size_t site, const float *x, size_t nrows, size_t d_in)
+{
+    dump_ctx *c = ctx;
+    dump_site *s = &c->sites[site];
+    if (!s->want) return 0;
+    if (s->rows + nrows > s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 64;
+        while (cap < s->rows + nrows) cap *= 2;
+        float *nx = realloc(s->x, cap * d_in * sizeof *nx);
+        if (!nx) return c->oom = 1;
+        s->x = nx, s->cap = cap;
+    }
+    memcpy(s->x + s->rows * d_in, x, nrows * d_in * sizeof *x);
+    s->rows += nrows, s->d = d_in;
+    return 0;
+}
+
+/* A float32 tensor for it_st_save, its bytes little-endian whatever the host. */
+static int f32_tensor(it_tensor *t, char *name, uint64_t *shape, const float *x, size_t rows, size_t cols, it_err *err)
+{
+    size_t n = rows * cols;
+    void *b = malloc(n * 4 + 1);
+    if (!b) return errf(err, IT_ENOMEM, "out of memory");
+    int rc = it_f32_encode(b, IT_F32, x, n, err);
+    shape[0] = rows, shape[1] = cols;
+    *t = (it_tensor){name, IT_F32, 2, shape, n, 4 * n, b, 0, 0};
+    return rc;
+}
+
+static int cmd_forward(int argc, char **argv)
+{
+    const char *model_dir = NULL, *lora = NULL, *merged = NULL, *inputs = NULL, *dump = NULL;
+    for (int i = 0; i < argc; i++) {
+        const char *opt = argv[i];
+        int has = i + 1 < argc;
+        if (!strcmp(opt, "--model") && has) model_dir = argv[++i];
+        else if (!strcmp(opt, "--lora") && has) lora = argv[++i];
+        else if (!strcmp(opt, "--merged") && has) merged = argv[++i];
+        else if (!strcmp(opt, "--inputs") && has) inputs = argv[++i];
+        else if (!strcmp(opt, "--dump") && has) dump = argv[++i];
+        else if (!strcmp(opt, "--threads") && has) {
+            long t = positive(argv[++i]);
+            if (!t || it_set_threads((int)t) != IT_OK) return usage("forward: --threads takes 1 to 256");
+        } else {
+            char why[200];
+            snprintf(why, sizeof why, "forward: unknown option '%s'", opt);
+            return usage(why);
+        }
+    }
+    if (!model_dir || !inputs || !dump || (lora && merged))
+        return usage("forward: --model DIR, --inputs FILE and --dump FILE are required; at most one of --lora, --merged");
+    it_err err = {0};
+    it_model *m = NULL;
+    it_samples *smp = NULL;
+    merged_out mo = {0};
+    int rc = it_model_load(&m, model_dir, &err);
+    if (rc == IT_OK) rc = it_samples_load(&smp, inputs, &err);
+    if (rc == IT_OK && (lora || merged)) rc = load_merged(&mo, lora ? lora : merged, m, &err);
+    if (rc == IT_OK && mo.model) rc = errf(&err, IT_EINVAL, "forward: give a model folder with --model, not --merged");
+    size_t ns = m ? it_model_site_count(m) : 0, V = m ? (size_t)it_model_config(m)->vocab_size : 0;
+    dump_ctx dc = {calloc(ns + 1, sizeof *dc.sites), 0};
+    float *logits = NULL;
+    size_t rows = 0;
+    if (rc == IT_OK && !dc.sites) rc = errf(&err, IT_ENOMEM, "out of memory");
+    for (size_t k = 0; rc == IT_OK && k < ns; k++) dc.sites[k].want = !(lora || merged);
+    for (size_t k = 0; rc == IT_OK && k < mo.n; k++) {
+        dc.sites[mo.site[k]].want = 1;
+        it_model_set_delta(m, mo.site[k], &mo.d[k]);
+    }
+    if (rc == IT_OK) it_model_set_observer(m, dump_observer, &dc);
+    for (size_t k = 0; rc == IT_OK && k < smp->n; k++) {
+        float *nl = realloc(logits, (rows + smp->s[k].n) * V * sizeof *nl);
+        if (!nl) rc = errf(&err, IT_ENOMEM, "out of memory");
+        else logits = nl, rc = it_model_forward(m, smp->s[k].ids, smp->s[k].n, logits + rows * V, &err);
+        rows += smp->s[k].n;
+        if (rc == IT_OK && dc.oom) rc = errf(&err, IT_ENOMEM, "out of memory");
+    }
+    /* logits, then inputs.<site> for every site observed */
+    it_tensor *t = calloc(ns + 1, sizeof *t);
+    uint64_t *shapes = calloc(2 * (ns + 1), sizeof *shapes);
+    char **names = calloc(ns + 1, sizeof *names);
+    size_t nt = 0;
+    if (rc == IT_OK && (!t || !shapes || !names)) rc = errf(&err, IT_ENOMEM, "out of memory");
+    if (rc == IT_OK) rc = f32_tensor(&t[nt], "logits", shapes, logits, rows, V, &err), nt++;
+    for (size_t k = 0; rc == IT_OK && k < ns; k++) {
+        if (!dc.sites[k].want || !dc.sites[k].rows) continue;
+        const char *sn = it_model_site_at(m, k)->name;
+        names[k] = malloc(strlen(sn) + 8);
+        if (!names[k]) {
+            rc = errf(&err, IT_ENOMEM, "out of memory");
+            break;
+        }
+        sprintf(names[k], "inputs.%s", sn);
+        rc = f32_tensor(&t[nt], names[k], shapes + 2 * nt, dc.sites[k].x, dc.sites[k].rows, dc.sites[k].d, &err);
+        nt++;
+    }
+    const char *mk[] = {"format"}, *mv[] = {"pt"};
+    if (rc == IT_OK) rc = it_st_save(dump, t, nt, mk, mv, 1, &err);
+    for (size_t k = 0; t && k < nt; k++) free((void *)t[k].data);
+    for (size_t k = 0; dc.sites && k < ns; k++) free(dc.sites[k].x), free(names ? names[k] : NULL);
+    free(t), free(shapes), free(names), free(dc.sites), free(logits);
+    if (m) it_model_clear_deltas(m);
+    merged_out_free(&mo);
+    it_samples_free(smp);
+    it_model_free(m);
+    return rc == IT_OK ? 0 : fail(&err);
+}
+
+/* ============================================================================================ */
 /* Commands that later issues fill in                                                            */
 /* ============================================================================================ */
 
@@ -1057,7 +1181,8 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "solve")) return cmd_solve(argc - 2, argv + 2);
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
-    const char *later[] = {"forward", "demo"};
+    if (!strcmp(cmd, "forward")) return cmd_forward(argc - 2, argv + 2);
+    const char *later[] = {"demo"};
     for (size_t i = 0; i < sizeof later / sizeof *later; i++)
         if (!strcmp(cmd, later[i])) return not_built(cmd);
     return usage("unknown command");

@@ -197,9 +197,68 @@ static void test_merge_cli(void)
     CHECK(run(cmd) == 2);
 }
 
+/* Rows of expected '<variant>/seq0..2/<what>' concatenated, as f32. */
+static float *expected_rows(const it_st *st, const char *variant, const char *what, size_t *len)
+{
+    float *out = NULL;
+    *len = 0;
+    for (int k = 0; k < 3; k++) {
+        char key[1024];
+        snprintf(key, sizeof key, "%s/seq%d/%s", variant, k, what);
+        const it_tensor *t = it_st_find(st, key);
+        if (!t) {
+            free(out);
+            return NULL;
+        }
+        out = realloc(out, (*len + t->numel) * sizeof *out);
+        it_tensor_to_f32(t, out + *len, NULL);
+        *len += t->numel;
+    }
+    return out;
+}
+
+/* iteris forward --dump against the fixture: logits and every adapted site's inputs. */
+static void test_merge_forward_dump(void)
+{
+    const char *bin = getenv("ITERIS_BIN") ? getenv("ITERIS_BIN") : "./iteris";
+    char cmd[4096];
+    const char *dump = test_tmppath("dump.safetensors");
+    snprintf(cmd, sizeof cmd, "%s forward --model data/llama/base --lora data/llama/adapters/%s --inputs "
+             "data/llama/inputs.jsonl --dump %s", bin, NAMES[1], dump);
+    CHECKF(run(cmd) == 0, "%s", cmd);
+    it_st *got = NULL, *exp = NULL;
+    it_err err;
+    CHECK(it_st_open(&got, dump, &err) == IT_OK);
+    CHECK(it_st_open(&exp, test_data("llama/expected.safetensors"), &err) == IT_OK);
+    size_t checked = 0;
+    double worst = 0;
+    for (size_t i = 0; got && exp && i < it_st_count(got); i++) {
+        const it_tensor *t = it_st_tensor(got, i);
+        char what[256];
+        if (!strcmp(t->name, "logits")) snprintf(what, sizeof what, "logits");
+        else snprintf(what, sizeof what, "in/%s", t->name + strlen("inputs."));
+        size_t len = 0;
+        float *want = expected_rows(exp, NAMES[1], what, &len), *have = malloc(t->numel * sizeof *have);
+        it_tensor_to_f32(t, have, NULL);
+        CHECKF(want && len == t->numel, "%s: %zu values, expected %zu", t->name, (size_t)t->numel, len);
+        double num = 0, den = 0;
+        for (size_t k = 0; want && k < len && k < t->numel; k++)
+            num += ((double)have[k] - want[k]) * ((double)have[k] - want[k]), den += (double)want[k] * want[k];
+        double rel = den > 0 ? sqrt(num / den) : 0;
+        CHECKF(rel < 1e-5, "%s: rel diff %.3g", t->name, rel);
+        if (rel > worst) worst = rel;
+        checked++;
+        free(want), free(have);
+    }
+    CHECKF(checked == 9, "%zu tensors (the logits and 8 attention sites)", checked);
+    test_note("forward --dump vs the fixture: %zu tensors, worst rel diff %.3g", checked, worst);
+    it_st_close(got), it_st_close(exp);
+}
+
 void suite_merge(void)
 {
     RUN(test_merge_sweep_equals_iterate);
     RUN(test_merge_one_adapter_back);
     RUN(test_merge_cli);
+    RUN(test_merge_forward_dump);
 }
