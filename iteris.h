@@ -806,6 +806,13 @@ int it_merge(it_model *m, const it_task *tasks, size_t ntasks, const it_merge_op
              it_err *err);
 void it_merge_result_free(it_merge_result *r);
 
+/* The held-out alignment error of a merge result r (for --alpha auto): on each task's samples,
+ * sum over sites and tasks of l_i ||X_i V_i^T - Xt_i W*^T||_F^2, X_i from task i's own model and
+ * Xt_i from the model with r's deltas; l_i from r (the calibration merge). No labels needed. The
+ * tasks must name the same adapters as r's merge. m's deltas are cleared. */
+int it_merge_alignment(it_model *m, const it_task *tasks, size_t ntasks, const it_merge_opts *o,
+                       const it_merge_result *r, double *out, it_err *err);
+
 /* eval (DESIGN.md section 3) for one task on its held-out samples, z the logits:
  * rel_err = ||z_merged - z_i|| / ||z_i - z_base|| over all tokens (0 perfect, 1 no better than
  * the base), kl = mean per-token KL(p_i || p_merged), top1 = the fraction of tokens whose argmax

@@ -652,6 +652,8 @@ static void tx_num(text *t, double v)
     else tx(t, "null");
 }
 
+#define AUTO_GRID 7
+
 typedef struct merge_args {
     run_inputs in;
     const char *out, *format, *report;
@@ -659,7 +661,11 @@ typedef struct merge_args {
     size_t samples;
     int64_t rank;
     uint64_t seed;
+    int alpha_auto;                 /* --alpha auto: the grid's held-out errors, and the choice */
+    double auto_error[AUTO_GRID];
 } merge_args;
+
+static const double auto_grid[AUTO_GRID] = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0};
 
 /* report.json: every option, the seed, the per-step figures, per-site details. */
 static char *merge_report(const merge_args *a, const it_merge_result *r, const double *energy, int64_t rank,
@@ -693,7 +699,15 @@ static char *merge_report(const merge_args *a, const it_merge_result *r, const d
     tx(&t, ", \"samples\": %zu, \"seed\": %llu, \"threads\": %d, \"format\": ", a->samples, (unsigned long long)a->seed,
        it_get_threads());
     tx_str(&t, a->format);
-    tx(&t, ", \"rank\": %lld},\n  \"seconds\": ", (long long)rank);
+    tx(&t, ", \"rank\": %lld},\n", (long long)rank);
+    if (a->alpha_auto) {
+        tx(&t, "  \"alpha_auto\": {\"grid\": [");
+        for (int k = 0; k < AUTO_GRID; k++) tx(&t, "%s", k ? ", " : ""), tx_num(&t, auto_grid[k]);
+        tx(&t, "], \"heldout_error\": [");
+        for (int k = 0; k < AUTO_GRID; k++) tx(&t, "%s", k ? ", " : ""), tx_num(&t, a->auto_error[k]);
+        tx(&t, "], \"chosen\": "), tx_num(&t, o->alpha1), tx(&t, "},\n");
+    }
+    tx(&t, "  \"seconds\": ");
     tx_num(&t, seconds);
     tx(&t, ",\n  \"steps\": [");
     for (size_t k = 0; k < r->nsteps; k++) {
@@ -794,6 +808,47 @@ static int same_file(const char *a, const char *b)
     return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+/* --alpha auto (DESIGN.md section 1): every fourth chosen sample of each task is held out; a1 = a2
+ * is taken from the grid by the held-out alignment error of a merge on the rest. */
+static int choose_alpha(merge_args *a, it_err *err)
+{
+    size_t nt = a->in.nlora;
+    it_task cal[MAX_PATHS], held[MAX_PATHS];
+    const it_sample **bufs[2 * MAX_PATHS] = {0};
+    int rc = IT_OK;
+    for (size_t i = 0; rc == IT_OK && i < nt; i++) {
+        size_t n = a->in.nchosen[i], nh = 0, nc = 0;
+        if (n < 2) rc = errf(err, IT_EINVAL, "%s: --alpha auto needs at least 2 samples per task", a->in.data[i]);
+        bufs[2 * i] = malloc(n * sizeof **bufs), bufs[2 * i + 1] = malloc(n * sizeof **bufs);
+        if (rc == IT_OK && (!bufs[2 * i] || !bufs[2 * i + 1])) rc = errf(err, IT_ENOMEM, "out of memory");
+        for (size_t k = 0; rc == IT_OK && k < n; k++) {
+            if (k % 4 == 3 || (n < 4 && k == n - 1)) bufs[2 * i + 1][nh++] = a->in.chosen[i][k];
+            else bufs[2 * i][nc++] = a->in.chosen[i][k];
+        }
+        cal[i] = (it_task){a->in.ad[i], bufs[2 * i], nc};
+        held[i] = (it_task){a->in.ad[i], bufs[2 * i + 1], nh};
+    }
+    it_merge_opts o = a->mo;
+    o.progress = NULL;
+    int best = -1;
+    for (int k = 0; rc == IT_OK && k < AUTO_GRID; k++) {
+        o.solve.alpha1 = o.solve.alpha2 = auto_grid[k];
+        it_merge_result *r = NULL;
+        rc = it_merge(a->in.model, cal, nt, &o, &r, err);
+        if (rc == IT_OK) rc = it_merge_alignment(a->in.model, held, nt, &o, r, &a->auto_error[k], err);
+        it_model_clear_deltas(a->in.model);
+        it_merge_result_free(r);
+        if (rc != IT_OK) break;
+        fprintf(stderr, "[alpha auto] a1 = a2 = %g: held-out alignment error %.6g\n", auto_grid[k], a->auto_error[k]);
+        if (best < 0 || a->auto_error[k] < a->auto_error[best]) best = k;
+    }
+    for (size_t i = 0; i < 2 * nt; i++) free((void *)bufs[i]);
+    if (rc != IT_OK) return rc;
+    a->mo.solve.alpha1 = a->mo.solve.alpha2 = auto_grid[best];
+    fprintf(stderr, "[alpha auto] chose a1 = a2 = %g\n", auto_grid[best]);
+    return IT_OK;
+}
+
 static int cmd_merge(int argc, char **argv)
 {
     static merge_args a;
@@ -801,6 +856,10 @@ static int cmd_merge(int argc, char **argv)
     it_merge_opts_default(&a.mo);
     a.format = "lora";
     for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--alpha") && i + 1 < argc && !strcmp(argv[i + 1], "auto")) {
+            a.alpha_auto = 1, i++;
+            continue;
+        }
         int r = solve_option(argc, argv, &i, &a.mo.solve, weights, "merge");
         if (r < 0) return 2;
         if (r) continue;
@@ -868,6 +927,7 @@ static int cmd_merge(int argc, char **argv)
     it_merge_result *res = NULL;
     a.mo.progress = merge_progress;
     double t0 = (double)clock();
+    if (rc == IT_OK && a.alpha_auto && a.mo.solve.method == IT_METHOD_ITERIS) rc = choose_alpha(&a, &err);
     if (rc == IT_OK) rc = it_merge(a.in.model, tasks, a.in.nlora, &a.mo, &res, &err);
     for (size_t s = 0; rc == IT_OK && s < res->nsites; s++) {
         size_t fewest = SIZE_MAX;

@@ -455,6 +455,50 @@ int it_merge(it_model *m, const it_task *tasks, size_t ntasks, const it_merge_op
 }
 
 /* ============================================================================================ */
+/* The held-out alignment error (--alpha auto)                                                   */
+/* ============================================================================================ */
+
+int it_merge_alignment(it_model *m, const it_task *tasks, size_t ntasks, const it_merge_opts *o,
+                       const it_merge_result *r, double *out, it_err *err)
+{
+    merge_state st = {m, tasks, ntasks, o, err, 0, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                      0, 0, SIZE_MAX, 0};
+    int rc = merge_setup(&st);
+    if (rc == IT_OK && st.nsites != r->nsites) rc = it__fail(err, IT_EINVAL, "the merge result has other sites");
+    *out = 0.0;
+    for (size_t i = 0; rc == IT_OK && i < ntasks; i++) { /* X_i, then Xt_i on the same samples */
+        install_adapter(&st, i);
+        rc = run_task(&st, i, CAPTURE_X, SIZE_MAX);
+        it_model_clear_deltas(m);
+        for (size_t s = 0; rc == IT_OK && s < r->nsites; s++) it_model_set_delta(m, st.msite[s], &r->deltas[s]);
+        if (rc == IT_OK) rc = run_task(&st, i, CAPTURE_XT, SIZE_MAX);
+        for (size_t g = 0; rc == IT_OK && g < st.ngroups; g++)
+            if (st.active[g]) mirror(stats_at(&st, i, g)->xx, st.din[g]), mirror(stats_at(&st, i, g)->tt, st.din[g]);
+    }
+    for (size_t s = 0; rc == IT_OK && s < r->nsites; s++) {
+        const it_site_def *d = &st.sites[s];
+        const it_model_site *ms = it_model_site_at(m, st.msite[s]);
+        for (size_t i = 0; rc == IT_OK && i < ntasks; i++) {
+            const it_lora_module *mod = d->mods[i];
+            group_stats *gs = stats_at(&st, i, ms->group);
+            it_site_task t = {mod ? mod->A : NULL, mod ? mod->B : NULL, mod ? mod->r : 0, mod ? mod->scale : 0.0,
+                              NULL, gs->xx, gs->xt, gs->tt, -1.0};
+            it_site site = {d->name, d->d_out, d->d_in, ms->w0, ntasks, &t};
+            double v = 0.0;
+            if (site_objective(&site, &t, o->solve.with_pretrain, r->lambda[s * ntasks + i], r->wstar[s], &v) != IT_OK)
+                rc = it__fail(err, IT_ENOMEM, "out of memory");
+            *out += v;
+        }
+    }
+    it_model_clear_deltas(m);
+    it_sites_free(st.sites, st.nsites);
+    for (size_t s = 0; st.wstar && s < st.nsites; s++) free(st.wstar[s]);
+    free(st.wstar);
+    merge_state_free(&st);
+    return rc;
+}
+
+/* ============================================================================================ */
 /* eval                                                                                          */
 /* ============================================================================================ */
 

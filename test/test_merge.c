@@ -187,6 +187,28 @@ static void test_merge_cli(void)
         it_json_free(ed);
         free(ev);
     }
+    /* --alpha auto records the grid, the held-out errors and its choice */
+    const char *outa = test_tmppath("auto");
+    snprintf(cmd, sizeof cmd, "%s merge %s --out %s --format delta --alpha auto --iters 2 2>/dev/null", bin, args, outa);
+    CHECKF(run(cmd) == 0, "%s", cmd);
+    char rep[4096];
+    snprintf(rep, sizeof rep, "%s/report.json", outa);
+    size_t rlen;
+    unsigned char *rtxt = test_read_file(rep, &rlen);
+    it_json_doc *rd = NULL;
+    const it_json *aa = NULL;
+    if (rtxt && it_json_parse(&rd, (const char *)rtxt, rlen, 0, NULL) == IT_OK) aa = it_json_get(it_json_root(rd), "alpha_auto");
+    const it_json *ch = aa ? it_json_get(aa, "chosen") : NULL, *he = aa ? it_json_get(aa, "heldout_error") : NULL;
+    CHECK(ch && he && he->type == IT_JSON_ARR && he->n == 7);
+    double chosen = ch ? (ch->type == IT_JSON_INT ? (double)ch->i : ch->d) : -1, best = INFINITY, at = -2;
+    const it_json *gr = aa ? it_json_get(aa, "grid") : NULL;
+    for (size_t k = 0; he && gr && k < he->n && k < gr->n; k++) {
+        double e = he->items[k].d, g = gr->items[k].type == IT_JSON_INT ? (double)gr->items[k].i : gr->items[k].d;
+        if (e < best) best = e, at = g;
+    }
+    CHECKF(chosen == at, "chosen %g, the grid's best %g", chosen, at);
+    it_json_free(rd);
+    free(rtxt);
     /* a --data count that differs from the --lora count; an output folder that is an input */
     snprintf(cmd, sizeof cmd, "%s merge %s --data data/llama/inputs.jsonl --out %s 2>/dev/null", bin, args,
              test_tmppath("x"));
