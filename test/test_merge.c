@@ -277,10 +277,85 @@ static void test_merge_forward_dump(void)
     it_st_close(got), it_st_close(exp);
 }
 
+/* eval on a case worked out by hand: a LoRA on lm_head only moves the logits linearly, so a merged
+ * delta of half the adapter's gives z_merged = z_base + (z_i - z_base) / 2: rel_err 1/2; the full
+ * delta gives 0 (top1 1, KL 0), none gives 1. */
+static void test_merge_eval_by_hand(void)
+{
+    fixture f;
+    if (fixture_open(&f) != IT_OK) return;
+    size_t site;
+    CHECK(it_model_find_site(f.m, "lm_head", &site) == IT_OK);
+    const it_model_site *ms = it_model_site_at(f.m, site);
+    size_t r = 2, m = (size_t)ms->d_out, n = (size_t)ms->d_in;
+    float *A = malloc(r * n * sizeof *A), *B = malloc(m * r * sizeof *B);
+    for (size_t k = 0; k < r * n; k++) A[k] = (float)(0.05 * sin(1.0 + (double)k));
+    for (size_t k = 0; k < m * r; k++) B[k] = (float)(0.05 * cos(2.0 + (double)k));
+    it_lora_module mod = {"lm_head", "", IT_LORA_LINEAR, 0, (int64_t)m, (int64_t)n, (int64_t)r, 2.0, 1.0, A, B};
+    it_adapter ad;
+    memset(&ad, 0, sizeof ad);
+    ad.path = "hand", ad.n = 1, ad.mods = &mod;
+    it_delta half = {A, B, (int64_t)r, 0.5, NULL}, full = {A, B, (int64_t)r, 1.0, NULL};
+    it_eval_result e;
+    it_err err;
+    CHECKF(it_eval_task(f.m, &ad, &half, &site, 1, NULL, f.s, f.smp->n, &e, &err) == IT_OK, "%s", err.msg);
+    CHECKF(fabs(e.rel_err - 0.5) < 1e-6, "half the delta: rel_err %.9f, expected 0.5", e.rel_err);
+    CHECK(e.tokens == 28 && e.kl > 0 && e.top1 >= 0 && e.top1 <= 1);
+    CHECK(it_eval_task(f.m, &ad, &full, &site, 1, NULL, f.s, f.smp->n, &e, &err) == IT_OK);
+    CHECKF(e.rel_err == 0 && e.kl == 0 && e.top1 == 1, "the adapter itself: %g %g %g", e.rel_err, e.kl, e.top1);
+    CHECK(it_eval_task(f.m, &ad, NULL, NULL, 0, NULL, f.s, f.smp->n, &e, &err) == IT_OK && e.rel_err == 1.0);
+    free(A), free(B);
+    fixture_close(&f);
+}
+
+/* One adapter merged alone through the command line: the delta and lora outputs give it back. */
+static void test_merge_one_adapter_outputs(void)
+{
+    const char *bin = getenv("ITERIS_BIN") ? getenv("ITERIS_BIN") : "./iteris";
+    char cmd[4096], src[256];
+    snprintf(src, sizeof src, "data/llama/adapters/%s", NAMES[1]);
+    it_adapter *orig = NULL, *back = NULL;
+    it_st *delta = NULL;
+    it_err err;
+    CHECK(it_adapter_load(&orig, src, &err) == IT_OK);
+    const char *fmts[2] = {"lora", "delta"};
+    for (int k = 0; k < 2; k++) {
+        const char *out = test_tmppath(k ? "one_delta" : "one_lora");
+        snprintf(cmd, sizeof cmd, "%s merge --base data/llama/base --lora %s --data data/llama/inputs.jsonl --out %s "
+                 "--format %s --alpha 0.01 --iters 1 2>/dev/null", bin, src, out, fmts[k]);
+        CHECKF(run(cmd) == 0, "%s", cmd);
+        char path[4096];
+        snprintf(path, sizeof path, "%s/delta.safetensors", out);
+        if (k == 0) CHECKF(it_adapter_load(&back, out, &err) == IT_OK, "%s", err.msg);
+        else CHECKF(it_st_open(&delta, path, &err) == IT_OK, "%s", err.msg);
+    }
+    double worst = 0;
+    for (size_t s = 0; orig && back && delta && s < orig->n; s++) {
+        const it_lora_module *a = &orig->mods[s], *b = it_adapter_find(back, "", a->name);
+        const it_tensor *t = it_st_find(delta, a->name);
+        CHECKF(b && t, "%s missing from the outputs", a->name);
+        if (!b || !t) continue;
+        size_t len = (size_t)(a->d_out * a->d_in);
+        double *da = malloc(len * sizeof *da), *db = malloc(len * sizeof *db), na = 0, nb = 0, nd = 0;
+        float *dt = malloc(len * sizeof *dt);
+        it_lora_delta(a, da), it_lora_delta(b, db), it_tensor_to_f32(t, dt, NULL);
+        for (size_t k = 0; k < len; k++)
+            na += (db[k] - da[k]) * (db[k] - da[k]), nb += (dt[k] - da[k]) * (dt[k] - da[k]), nd += da[k] * da[k];
+        double e = fmax(sqrt(na / nd), sqrt(nb / nd));
+        if (e > worst) worst = e;
+        free(da), free(db), free(dt);
+    }
+    CHECKF(worst < 1e-6, "one adapter through lora / delta outputs: worst rel diff %.3g", worst);
+    test_note("one adapter through the lora and delta outputs: worst rel diff %.3g", worst);
+    it_adapter_free(orig), it_adapter_free(back), it_st_close(delta);
+}
+
 void suite_merge(void)
 {
     RUN(test_merge_sweep_equals_iterate);
     RUN(test_merge_one_adapter_back);
     RUN(test_merge_cli);
     RUN(test_merge_forward_dump);
+    RUN(test_merge_eval_by_hand);
+    RUN(test_merge_one_adapter_outputs);
 }
