@@ -828,6 +828,48 @@ int it_eval_task(it_model *m, const it_adapter *ad, const it_delta *merged, cons
                  it_err *err);
 
 /* ============================================================================================ */
+/* Demo (demo.c): `iteris demo`, the whole pipeline on files it makes itself                     */
+/* ============================================================================================ */
+/*
+ * Writes, in the real formats, a small Llama model (dir/base: config.json of a LlamaForCausalLM,
+ * model.safetensors with every tensor), three PEFT adapters (dir/adapters/task<k>, k = 1..3:
+ * adapter_config.json, adapter_model.safetensors, all seven linear modules of each layer) whose
+ * tasks read disjoint token ranges whose embeddings span different subspaces, and each task's
+ * calibration and held-out samples (dir/data/task<k>.jsonl, dir/data/task<k>_heldout.jsonl); reads
+ * them back with it_model_load, it_adapter_load and it_samples_load; merges with iteris (iterate
+ * schedule), iteris-sweep, regmean, linear, ties and dare (it_merge on the calibration samples) and
+ * evaluates every merge on every task's held-out samples (it_eval_task). demo.c's header comment
+ * describes the construction.
+ */
+#define IT_DEMO_MAX_TASKS 8
+#define IT_DEMO_MAX_METHODS 8
+
+/* One method's row of the table. */
+typedef struct it_demo_method {
+    char name[16];                            /* "iteris", "iteris-sweep", "regmean", ... */
+    it_eval_result task[IT_DEMO_MAX_TASKS];   /* [ntasks] on the held-out samples */
+    double mean_rel_err;                      /* the mean of task[k].rel_err */
+    double seconds;                           /* the merge's wall time (not the evaluation's) */
+} it_demo_method;
+
+typedef struct it_demo_result {
+    size_t ntasks, nmethods;                  /* 3 and 6 */
+    it_demo_method method[IT_DEMO_MAX_METHODS]; /* [nmethods] in the order above */
+    double seconds;                           /* the whole run: building, merging, evaluating */
+    char dir[4096];                           /* the folder that holds the files */
+} it_demo_result;
+
+/* Builds the demo's files in dir (created if needed, its parent must exist; or, when dir is NULL, a
+ * fresh mkdtemp folder "iteris-demo-XXXXXX" under $TMPDIR or /tmp, kept for the user to look at),
+ * then merges with each method and evaluates on the held-out samples. progress (may be NULL) gets
+ * one line per step (the folder, the model, the data, each adapter, each method's result).
+ * Deterministic: one fixed seed, so every number but the timings is bit-identical on every run and
+ * for any thread count. IT_EINVAL when dir is too long, IT_EIO when a file cannot be written, or
+ * whatever the readers and the merge return. */
+int it_demo_run(const char *dir, it_demo_result *out, void (*progress)(void *ctx, const char *line), void *ctx,
+                it_err *err);
+
+/* ============================================================================================ */
 /* Merge outputs (output.c): delta, lora, model                                                  */
 /* ============================================================================================ */
 

@@ -1215,13 +1215,68 @@ static int cmd_forward(int argc, char **argv)
 }
 
 /* ============================================================================================ */
-/* Commands that later issues fill in                                                            */
+/* demo                                                                                          */
 /* ============================================================================================ */
 
-static int not_built(const char *cmd)
+static void demo_progress(void *ctx, const char *line)
 {
-    fprintf(stderr, "iteris: '%s' is not built yet (this version has inspect, solve and bench; see README.md)\n", cmd);
-    return 1;
+    if (!*(int *)ctx) fprintf(stderr, "  %s\n", line);
+}
+
+static int cmd_demo(int argc, char **argv)
+{
+    const char *out = NULL;
+    int json = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            long t = positive(argv[++i]);
+            if (!t || it_set_threads((int)t) != IT_OK) return usage("demo: --threads takes 1 to 256");
+        } else {
+            char why[200];
+            snprintf(why, sizeof why, "demo: unknown option '%s'", argv[i]);
+            return usage(why);
+        }
+    }
+    static it_demo_result r;
+    it_err err = {0};
+    int quiet = json;
+    if (!json) fprintf(stderr, "iteris demo: a small Llama model, three adapters with their own tasks, six merges\n");
+    if (it_demo_run(out, &r, demo_progress, &quiet, &err) != IT_OK) return fail(&err);
+    if (json) {
+        printf("{\"methods\": {");
+        for (size_t k = 0; k < r.nmethods; k++) {
+            const it_demo_method *m = &r.method[k];
+            printf("%s", k ? ", " : "");
+            json_str(m->name);
+            printf(": {\"tasks\": [");
+            for (size_t i = 0; i < r.ntasks; i++) {
+                printf("%s{\"rel_err\": ", i ? ", " : "");
+                json_num(m->task[i].rel_err), printf(", \"kl\": "), json_num(m->task[i].kl);
+                printf(", \"top1\": "), json_num(m->task[i].top1), printf("}");
+            }
+            printf("], \"mean_rel_err\": "), json_num(m->mean_rel_err), printf("}");
+        }
+        printf("}, \"seconds\": "), json_num(r.seconds), printf("}\n");
+        return fflush(stdout) == 0 ? 0 : 1;
+    }
+    printf("\nheld-out rel_err per task (0 = the task's own adapter, 1 = no better than the base model)\n\n");
+    printf("%-14s", "method");
+    for (size_t i = 0; i < r.ntasks; i++) printf("   task %zu", i + 1);
+    printf("     mean   KL mean  top1 mean  merge s\n");
+    for (size_t k = 0; k < r.nmethods; k++) {
+        const it_demo_method *m = &r.method[k];
+        double kl = 0, top1 = 0;
+        printf("%-14s", m->name);
+        for (size_t i = 0; i < r.ntasks; i++) {
+            printf(" %8.4f", m->task[i].rel_err);
+            kl += m->task[i].kl / (double)r.ntasks, top1 += m->task[i].top1 / (double)r.ntasks;
+        }
+        printf(" %8.4f %9.4g %10.3f %8.2f\n", m->mean_rel_err, kl, top1, m->seconds);
+    }
+    printf("\nfiles in %s; %.1f s in all\n", r.dir, r.seconds);
+    return fflush(stdout) == 0 ? 0 : 1;
 }
 
 int main(int argc, char **argv)
@@ -1242,8 +1297,6 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "forward")) return cmd_forward(argc - 2, argv + 2);
-    const char *later[] = {"demo"};
-    for (size_t i = 0; i < sizeof later / sizeof *later; i++)
-        if (!strcmp(cmd, later[i])) return not_built(cmd);
+    if (!strcmp(cmd, "demo")) return cmd_demo(argc - 2, argv + 2);
     return usage("unknown command");
 }

@@ -163,6 +163,7 @@ int main(int argc, char **argv)
     suite_model();
     suite_data();
     suite_merge();
+    suite_demo();
     suite_cli();
     suite_fuzz();
     printf("%d passed, %d failed\n", passed, failed);

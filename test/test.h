@@ -54,6 +54,7 @@ void suite_output(void);
 void suite_model(void);
 void suite_data(void);
 void suite_merge(void);
+void suite_demo(void);
 void suite_cli(void);
 void suite_fuzz(void);
 

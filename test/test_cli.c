@@ -133,13 +133,19 @@ static void inspect_refuses_cleanly(void)
     run_free(&r);
 }
 
-static void version_and_unbuilt_commands(void)
+static void version_and_usage_errors(void)
 {
     run_result r = run_cli("--version");
     CHECK(r.status == 0 && r.out && !strncmp((char *)r.out, "iteris ", 7));
     run_free(&r);
-    r = run_cli("demo");
-    CHECK(r.status == 1 && one_line(&r) && strstr((char *)r.err, "not built yet"));
+    r = run_cli("demo --bogus");
+    CHECK(r.status == 2);
+    run_free(&r);
+    r = run_cli("forward --model data/llama/base");
+    CHECK(r.status == 2);
+    run_free(&r);
+    r = run_cli("eval --merged x");
+    CHECK(r.status == 2);
     run_free(&r);
 }
 
@@ -175,6 +181,6 @@ void suite_cli(void)
     RUN(inspect_folders_describe);
     RUN(inspect_text_lists_everything);
     RUN(inspect_refuses_cleanly);
-    RUN(version_and_unbuilt_commands);
+    RUN(version_and_usage_errors);
     RUN(bench_json_lists_results);
 }
