@@ -75,7 +75,7 @@ tsan:
 
 valgrind:
 	$(MAKE) BUILD=build/valgrind OPT="-O1 -g" test-build
-	ITERIS_BIN="valgrind -q --error-exitcode=99 --leak-check=full build/valgrind/iteris" \
+	ITERIS_TEST_SKIP_SLOW=1 ITERIS_BIN="valgrind -q --error-exitcode=99 --leak-check=full build/valgrind/iteris" \
 	    valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
 	    build/valgrind/run_tests
 

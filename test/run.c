@@ -135,6 +135,12 @@ unsigned char *test_read_file(const char *path, size_t *len)
     return buf;
 }
 
+int test_skip_slow(void)
+{
+    const char *v = getenv("ITERIS_TEST_SKIP_SLOW");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
 const char *test_data(const char *rel)
 {
     static char buf[8][4096];

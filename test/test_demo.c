@@ -158,8 +158,14 @@ static void test_demo_bad_folder(void)
 
 void suite_demo(void)
 {
+    RUN(test_demo_bad_folder);
+    /* Two whole demos: about a second natively, ten minutes under valgrind, whose run (make valgrind)
+     * sets ITERIS_TEST_SKIP_SLOW; AddressSanitizer (make asan) runs them, leaks included. */
+    if (test_skip_slow()) {
+        test_note("demo runs skipped (ITERIS_TEST_SKIP_SLOW)");
+        return;
+    }
     RUN(test_demo_files_load);
     RUN(test_demo_table);
     RUN(test_demo_deterministic);
-    RUN(test_demo_bad_folder);
 }
