@@ -780,6 +780,9 @@ typedef struct it_merge_opts {
     it_schedule schedule;
     int iters;             /* iterate: at most this many solves (default 5) */
     double tol;            /* iterate: stop when max_change < tol (default 1e-4) */
+    int recompute_x;       /* X_i policy: 0 keeps X_i's rows in memory (default); 1 recomputes them
+                            * with task i's model beside each pass of the merged model (memory for one
+                            * sample, twice the forward passes); the results are the same */
     void (*progress)(void *ctx, const it_merge_step *step);
     void *ctx;
 } it_merge_opts;

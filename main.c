@@ -696,6 +696,7 @@ static char *merge_report(const merge_args *a, const it_merge_result *r, const d
     }
     tx(&t, ", \"regmean_alpha\": "), tx_num(&t, o->regmean_alpha), tx(&t, ", \"density\": "), tx_num(&t, o->density);
     tx(&t, ", \"ties_sign\": \"%s\", \"drop\": ", o->ties_frequency ? "frequency" : "total"), tx_num(&t, o->drop);
+    tx(&t, ", \"x_policy\": \"%s\"", a->mo.recompute_x ? "recompute" : "keep");
     tx(&t, ", \"samples\": %zu, \"seed\": %llu, \"threads\": %d, \"format\": ", a->samples, (unsigned long long)a->seed,
        it_get_threads());
     tx_str(&t, a->format);
@@ -869,7 +870,7 @@ static int cmd_merge(int argc, char **argv)
         int takes = !strcmp(opt, "--base") || !strcmp(opt, "--lora") || !strcmp(opt, "--data") || !strcmp(opt, "--out") ||
                     !strcmp(opt, "--schedule") || !strcmp(opt, "--iters") || !strcmp(opt, "--tol") ||
                     !strcmp(opt, "--samples") || !strcmp(opt, "--format") || !strcmp(opt, "--rank") ||
-                    !strcmp(opt, "--report");
+                    !strcmp(opt, "--report") || !strcmp(opt, "--x-policy");
         if (!takes) {
             snprintf(why, sizeof why, "merge: unknown option '%s'", opt);
             return usage(why);
@@ -882,6 +883,10 @@ static int cmd_merge(int argc, char **argv)
         else if (!strcmp(opt, "--data") && a.in.ndata < MAX_PATHS) a.in.data[a.in.ndata++] = val;
         else if (!strcmp(opt, "--out")) a.out = val;
         else if (!strcmp(opt, "--report")) a.report = val;
+        else if (!strcmp(opt, "--x-policy")) {
+            if (strcmp(val, "keep") && strcmp(val, "recompute")) return usage("merge: --x-policy takes keep or recompute");
+            a.mo.recompute_x = !strcmp(val, "recompute");
+        }
         else if (!strcmp(opt, "--schedule")) {
             if (strcmp(val, "iterate") && strcmp(val, "sweep")) return usage("merge: --schedule takes iterate or sweep");
             a.mo.schedule = !strcmp(val, "sweep") ? IT_SCHEDULE_SWEEP : IT_SCHEDULE_ITERATE;

@@ -15,9 +15,11 @@
 /* Statistics from the forward passes                                                            */
 /* ============================================================================================ */
 /*
- * X_i policy: the rows of X_i are kept in memory per site group (the cross term X_i^T Xt_i needs
- * X_i and Xt_i at the same rows); the statistics themselves are accumulated as the rows stream.
- * Memory: for each task and group, rows x d_in floats plus three d_in x d_in doubles.
+ * X_i policy (the cross term X_i^T Xt_i needs X_i and Xt_i at the same rows): "keep" holds the rows of
+ * X_i in memory per site group (rows x d_in floats per task and group); "recompute" runs task i's
+ * own model again on each sample just before the merged model, so only one sample's rows are held,
+ * for twice the forward passes. Either way the statistics (three d_in x d_in doubles per task and
+ * group) accumulate as the rows stream.
  */
 
 void it_merge_opts_default(it_merge_opts *o)
@@ -32,12 +34,17 @@ void it_merge_opts_default(it_merge_opts *o)
 /* One task's data at one site group. */
 typedef struct group_stats {
     float *X;              /* [rows x d_in] X_i, kept for the cross term */
-    size_t rows, cap;
+    size_t rows, cap;      /* rows held (all of X_i, or one sample's with recompute) */
+    size_t total;          /* rows of X_i seen in all */
     double *xx, *xt, *tt;  /* [d_in x d_in] each; xt, tt of the current Xt */
     size_t cursor;         /* rows of Xt seen so far in the current pass */
 } group_stats;
 
-enum { CAPTURE_X, CAPTURE_XT };
+enum {
+    CAPTURE_X,     /* X_i: its Gram, and its rows held */
+    CAPTURE_XROWS, /* X_i's rows only (recompute policy, before the merged model's pass) */
+    CAPTURE_XT     /* Xt_i against the held rows */
+};
 
 typedef struct merge_state {
     it_model *m;
@@ -68,8 +75,8 @@ static group_stats *stats_at(merge_state *st, size_t task, size_t g)
     return &st->gs[task * st->ngroups + g];
 }
 
-/* Appends rows to X_i and adds them to X_i^T X_i. */
-static int capture_x(group_stats *g, const float *x, size_t nrows, size_t d)
+/* Appends rows to X_i and (gram) adds them to X_i^T X_i. */
+static int capture_x(group_stats *g, const float *x, size_t nrows, size_t d, int gram)
 {
     if (g->rows + nrows > g->cap) {
         size_t cap = g->cap ? 2 * g->cap : 256;
@@ -80,6 +87,8 @@ static int capture_x(group_stats *g, const float *x, size_t nrows, size_t d)
     }
     memcpy(g->X + g->rows * d, x, nrows * d * sizeof *x);
     g->rows += nrows;
+    if (!gram) return IT_OK;
+    g->total += nrows;
     return it_gram(g->xx, d, x, d, nrows, d);
 }
 
@@ -100,7 +109,8 @@ static int merge_observer(void *ctx, size_t site, const float *x, size_t nrows, 
     if (g >= st->ngroups || st->rep[g] != site || !st->active[g]) return 0;
     if (st->only_group != SIZE_MAX && g != st->only_group) return 0;
     group_stats *gs = stats_at(st, st->task, g);
-    int rc = st->phase == CAPTURE_X ? capture_x(gs, x, nrows, d_in) : capture_xt(gs, x, nrows, d_in);
+    int rc = st->phase == CAPTURE_XT ? capture_xt(gs, x, nrows, d_in)
+                                     : capture_x(gs, x, nrows, d_in, st->phase == CAPTURE_X);
     if (rc != IT_OK) {
         st->failed = rc;
         return 1;
@@ -131,21 +141,44 @@ static void install_merged(merge_state *st)
     }
 }
 
-/* Runs every calibration sample of a task through the model as it is, the observer capturing. */
+/* Forgets the rows a task's groups hold (the recompute policy keeps one sample's). */
+static void drop_rows(merge_state *st, size_t task)
+{
+    for (size_t g = 0; g < st->ngroups; g++) stats_at(st, task, g)->rows = 0, stats_at(st, task, g)->cursor = 0;
+}
+
+/* One sample through the model as it is, the observer capturing in the given phase. */
+static int run_sample(merge_state *st, size_t task, const it_sample *smp, int phase)
+{
+    st->phase = phase;
+    int rc = it_model_forward(st->m, smp->ids, smp->n, NULL, st->err);
+    if (rc == IT_OK && st->failed)
+        rc = it__fail(st->err, st->failed, "task %zu: %s while collecting the site inputs", task + 1,
+                      st->failed == IT_ENOMEM ? "out of memory" : "the rows changed between passes");
+    return rc;
+}
+
+/* Runs every calibration sample of a task, the observer capturing: phase CAPTURE_X through the model
+ * as it is (task i's own); CAPTURE_XT through the merged model (installed by the caller), against
+ * X_i's held rows, or, with the recompute policy, against rows recomputed sample by sample. */
 static int run_task(merge_state *st, size_t task, int phase, size_t only_group)
 {
     const it_task *t = &st->tasks[task];
-    st->phase = phase, st->task = task, st->only_group = only_group, st->failed = 0;
+    int recompute = st->o->recompute_x;
+    st->task = task, st->only_group = only_group, st->failed = 0;
     for (size_t g = 0; g < st->ngroups; g++) stats_at(st, task, g)->cursor = 0;
     it_model_set_observer(st->m, merge_observer, st);
     int rc = IT_OK;
     for (size_t k = 0; rc == IT_OK && k < t->nsamples; k++) {
-        const it_sample *smp = t->samples[k];
-        rc = it_model_forward(st->m, smp->ids, smp->n, NULL, st->err);
-        if (rc == IT_OK && st->failed)
-            rc = it__fail(st->err, st->failed, "task %zu: %s while collecting the site inputs", task + 1,
-                          st->failed == IT_ENOMEM ? "out of memory" : "the rows changed between passes");
+        if (recompute) drop_rows(st, task);
+        if (recompute && phase == CAPTURE_XT) { /* X_i of this sample first, from task i's own model */
+            install_adapter(st, task);
+            rc = run_sample(st, task, t->samples[k], CAPTURE_XROWS);
+            install_merged(st);
+        }
+        if (rc == IT_OK) rc = run_sample(st, task, t->samples[k], phase);
     }
+    if (recompute) drop_rows(st, task);
     it_model_set_observer(st->m, NULL, NULL);
     return rc;
 }
@@ -226,7 +259,7 @@ static int merge_solve_site(merge_state *st, size_t s, int first, it_merge_resul
         group_stats *gs = stats_at(st, i, g);
         tk[i] = (it_site_task){mod ? mod->A : NULL, mod ? mod->B : NULL, mod ? mod->r : 0, mod ? mod->scale : 0.0,
                                NULL, gs->xx, first ? NULL : gs->xt, first ? NULL : gs->tt, -1.0};
-        res->rows[s * st->ntasks + i] = gs->rows;
+        res->rows[s * st->ntasks + i] = gs->total;
     }
     it_site site = {d->name, d->d_out, d->d_in, ms->w0, st->ntasks, tk};
     it_site_info info = {0.0, res->lambda + s * st->ntasks};
@@ -458,9 +491,12 @@ int it_merge(it_model *m, const it_task *tasks, size_t ntasks, const it_merge_op
 /* The held-out alignment error (--alpha auto)                                                   */
 /* ============================================================================================ */
 
-int it_merge_alignment(it_model *m, const it_task *tasks, size_t ntasks, const it_merge_opts *o,
+int it_merge_alignment(it_model *m, const it_task *tasks, size_t ntasks, const it_merge_opts *opts,
                        const it_merge_result *r, double *out, it_err *err)
 {
+    it_merge_opts keep = *opts; /* X_i's rows held: the Xt pass below installs r's deltas itself */
+    keep.recompute_x = 0;
+    const it_merge_opts *o = &keep;
     merge_state st = {m, tasks, ntasks, o, err, 0, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                       0, 0, SIZE_MAX, 0};
     int rc = merge_setup(&st);
