@@ -474,6 +474,26 @@ static int solve_dare(const solve_ctx *c, double *wstar)
 /* Entry                                                                                         */
 /* ============================================================================================ */
 
+int it_solve_opts_check(const it_solve_opts *o, size_t ntasks, it_err *err)
+{
+    if ((unsigned)o->method > IT_METHOD_CAT) return it__fail(err, IT_EINVAL, "unknown method %d", (int)o->method);
+    if (!(o->alpha1 >= 0 && o->alpha2 >= 0 && isfinite(o->alpha1) && isfinite(o->alpha2)))
+        return it__fail(err, IT_EINVAL, "alpha1 and alpha2 must be finite and >= 0");
+    if (!(o->reg_mix >= 0 && o->reg_mix <= 1))
+        return it__fail(err, IT_EINVAL, "reg-mix must lie in [0, 1], got %g", o->reg_mix);
+    if (!(o->regmean_alpha >= 0 && o->regmean_alpha <= 1))
+        return it__fail(err, IT_EINVAL, "RegMean's alpha must lie in [0, 1], got %g", o->regmean_alpha);
+    if (!(o->density > 0 && o->density <= 1))
+        return it__fail(err, IT_EINVAL, "TIES density must lie in (0, 1], got %g", o->density);
+    if (!(o->drop >= 0 && o->drop < 1))
+        return it__fail(err, IT_EINVAL, "DARE drop probability must lie in [0, 1), got %g", o->drop);
+    if (o->weights && o->nweights != ntasks)
+        return it__fail(err, IT_EINVAL, "%zu weights given for %zu tasks", o->nweights, ntasks);
+    for (size_t i = 0; o->weights && i < ntasks; i++)
+        if (!isfinite(o->weights[i])) return it__fail(err, IT_EINVAL, "weight %zu is not finite", i + 1);
+    return IT_OK;
+}
+
 static int check_inputs(const solve_ctx *c)
 {
     const it_site *s = c->site;
@@ -482,20 +502,8 @@ static int check_inputs(const solve_ctx *c)
     if (s->d_out <= 0 || s->d_in <= 0 || s->ntasks == 0 || !s->tasks)
         return it__fail(c->err, IT_EINVAL, "site %s: empty problem (%lld x %lld, %zu tasks)", name,
                         (long long)s->d_out, (long long)s->d_in, s->ntasks);
-    if (!(o->alpha1 >= 0 && o->alpha2 >= 0 && isfinite(o->alpha1) && isfinite(o->alpha2)))
-        return it__fail(c->err, IT_EINVAL, "alpha1 and alpha2 must be finite and >= 0");
-    if (!(o->reg_mix >= 0 && o->reg_mix <= 1))
-        return it__fail(c->err, IT_EINVAL, "reg-mix must lie in [0, 1], got %g", o->reg_mix);
-    if (!(o->regmean_alpha >= 0 && o->regmean_alpha <= 1))
-        return it__fail(c->err, IT_EINVAL, "RegMean's alpha must lie in [0, 1], got %g", o->regmean_alpha);
-    if (!(o->density > 0 && o->density <= 1))
-        return it__fail(c->err, IT_EINVAL, "TIES density must lie in (0, 1], got %g", o->density);
-    if (!(o->drop >= 0 && o->drop < 1))
-        return it__fail(c->err, IT_EINVAL, "DARE drop probability must lie in [0, 1), got %g", o->drop);
-    if (o->weights && o->nweights != s->ntasks)
-        return it__fail(c->err, IT_EINVAL, "%zu weights given for %zu tasks", o->nweights, s->ntasks);
-    for (size_t i = 0; o->weights && i < s->ntasks; i++)
-        if (!isfinite(o->weights[i])) return it__fail(c->err, IT_EINVAL, "weight %zu is not finite", i + 1);
+    int rc = it_solve_opts_check(o, s->ntasks, c->err);
+    if (rc != IT_OK) return rc;
     int stats = o->method == IT_METHOD_ITERIS || o->method == IT_METHOD_REGMEAN;
     size_t nn = c->n * c->n;
     for (size_t i = 0; i < s->ntasks; i++) {

@@ -676,6 +676,8 @@ typedef struct it_solve_opts {
 } it_solve_opts;
 
 void it_solve_opts_default(it_solve_opts *o);
+/* IT_EINVAL naming the first option out of range (or a weights count other than ntasks). */
+int it_solve_opts_check(const it_solve_opts *o, size_t ntasks, it_err *err);
 
 /* One task's part in a site. dW_i is scale * B A when A is set, else the dense delta when set,
  * else 0 (the task does not adapt the site; with the union-of-targets rule its model runs W0 there).
@@ -915,7 +917,8 @@ int it_write_lora(const char *dir, const it_merged_site *sites, size_t n, const 
                   int64_t *rank, it_err *err);
 
 /* `--format model`: the files of base_dir copied to dir with each site's tensor "<site>.weight"
- * replaced by W0 + W* (W* with with_pretrain) in its own dtype; subfolders are skipped. Every
+ * replaced by W0 + W* (W* with with_pretrain) in its own dtype; subfolders and pickled weight files
+ * (.bin, .pt, .pth, .ckpt: they would hold the unmerged weights) are not copied. Every
  * site must have its tensor in one of the base's safetensors files (checked before writing). */
 int it_write_model(const char *dir, const char *base_dir, const it_merged_site *sites, size_t n, int with_pretrain,
                    it_err *err);

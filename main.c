@@ -41,6 +41,21 @@ static int fail(const it_err *err)
     return 1;
 }
 
+/* Wall-clock seconds (not CPU time, which grows with the threads). */
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* 1 when both paths name the same existing file or folder (outputs never replace inputs). */
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 /* Fills err with a formatted message and returns code (for errors found here, not in the library). */
 static int errf(it_err *err, int code, const char *fmt, ...)
 {
@@ -531,6 +546,10 @@ static int cmd_solve(int argc, char **argv)
         }
     }
     if (!features || !out) return usage("solve: --features FILE and --out FILE are required");
+    if (same_file(features, out)) {
+        fprintf(stderr, "iteris: solve: --out %s is the --features file; choose another output\n", out);
+        return 1;
+    }
     it_err err;
     if (it_solve_features(features, out, dtype, &o, solve_progress, &verbose, &err) != IT_OK) return fail(&err);
     if (verbose) fprintf(stderr, "wrote %s\n", out);
@@ -582,6 +601,10 @@ static int load_inputs(run_inputs *in, size_t samples_per_task, uint64_t seed, i
             return errf(err, IT_ENOMEM, "out of memory");
         }
         rc = it_samples_choose(in->smp[i], k, seed, idx, err);
+        for (size_t j = 0; rc == IT_OK && j < n; j++)
+            if (!in->smp[i]->s[j].ids)
+                rc = errf(err, IT_EUNSUPPORTED, "%s: line %zu: a \"text\" sample needs a tokenizer, which this version "
+                          "does not have; give \"input_ids\"", in->data[i], in->smp[i]->s[j].line);
         for (size_t j = 0; rc == IT_OK && j < k; j++) in->chosen[i][j] = &in->smp[i]->s[idx[j]];
         in->nchosen[i] = k;
         free(idx);
@@ -675,7 +698,7 @@ static char *merge_report(const merge_args *a, const it_merge_result *r, const d
     const it_solve_opts *o = &a->mo.solve;
     tx(&t, "{\n  \"iteris_version\": \"%s\",\n  \"method\": \"%s\",\n  \"schedule\": \"%s\",\n", IT_VERSION,
        o->method == IT_METHOD_ITERIS && a->mo.schedule == IT_SCHEDULE_SWEEP ? "iteris-sweep" : it_method_name(o->method),
-       a->mo.schedule == IT_SCHEDULE_SWEEP ? "sweep" : "iterate");
+       o->method != IT_METHOD_ITERIS ? "single solve" : a->mo.schedule == IT_SCHEDULE_SWEEP ? "sweep" : "iterate");
     tx(&t, "  \"options\": {\"base\": ");
     tx_str(&t, a->in.base);
     tx(&t, ", \"lora\": [");
@@ -795,19 +818,14 @@ static int write_merge(const merge_args *a, const it_merge_result *r, double sec
     }
     char *rep = rc == IT_OK ? merge_report(a, r, lora ? energy : NULL, rank, seconds) : NULL;
     if (rc == IT_OK && !rep) rc = errf(err, IT_ENOMEM, "out of memory");
-    if (a->report) snprintf(path, sizeof path, "%s", a->report);
-    else snprintf(path, sizeof path, "%s/report.json", a->out);
+    snprintf(path, sizeof path, "%s/report.json", a->out);
     if (rc == IT_OK) rc = it_write_text(path, rep, err);
+    if (rc == IT_OK && a->report) rc = it_write_text(a->report, rep, err); /* and a copy where asked */
     for (size_t s = 0; s < n; s++) free(exA ? exA[s] : NULL), free(exB ? exB[s] : NULL);
     free(ms), free(exA), free(exB), free(energy), free(rep);
     return rc;
 }
 
-static int same_file(const char *a, const char *b)
-{
-    struct stat sa, sb;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
 
 /* --alpha auto (DESIGN.md section 1): every fourth chosen sample of each task is held out; a1 = a2
  * is taken from the grid by the held-out alignment error of a merge on the rest. */
@@ -916,23 +934,37 @@ static int cmd_merge(int argc, char **argv)
     a.seed = a.mo.solve.seed;
     if (!a.in.base || !a.in.nlora || !a.in.ndata || !a.out)
         return usage("merge: --base DIR, --lora DIR (one per task), --data FILE (one per task) and --out DIR are required");
-    const char *inputs[2 * MAX_PATHS + 1];
+    it_err err = {0};
+    char why[600];
+    if (a.in.nlora != a.in.ndata) {
+        snprintf(why, sizeof why, "merge: %zu --lora but %zu --data: the i-th --data belongs to the i-th --lora",
+                 a.in.nlora, a.in.ndata);
+        return usage(why);
+    }
+    if (it_solve_opts_check(&a.mo.solve, a.in.nlora, &err) != IT_OK) {
+        snprintf(why, sizeof why, "merge: %s", err.msg);
+        return usage(why);
+    }
+    if (a.alpha_auto && a.mo.solve.method != IT_METHOD_ITERIS) return usage("merge: --alpha auto is for --method iteris");
+    const char *inputs[3 * MAX_PATHS + 1];
     size_t ninputs = 0;
     inputs[ninputs++] = a.in.base;
     for (size_t i = 0; i < a.in.nlora; i++) inputs[ninputs++] = a.in.lora[i];
-    for (size_t i = 0; i < ninputs; i++)
-        if (same_file(a.out, inputs[i])) {
-            fprintf(stderr, "iteris: merge: --out %s is one of the inputs; choose another folder\n", a.out);
+    for (size_t i = 0; i < a.in.ndata; i++) inputs[ninputs++] = a.in.data[i];
+    for (size_t i = 0; i < ninputs; i++) {
+        const char *clash = same_file(a.out, inputs[i]) ? a.out : a.report && same_file(a.report, inputs[i]) ? a.report : NULL;
+        if (clash) {
+            fprintf(stderr, "iteris: merge: %s is one of the inputs; choose another output\n", clash);
             return 1;
         }
-    it_err err = {0};
+    }
     int rc = load_inputs(&a.in, a.samples, a.seed, &err);
     it_task tasks[MAX_PATHS];
     for (size_t i = 0; i < a.in.nlora; i++) tasks[i] = (it_task){a.in.ad[i], a.in.chosen[i], a.in.nchosen[i]};
     it_merge_result *res = NULL;
     a.mo.progress = merge_progress;
-    double t0 = (double)clock();
-    if (rc == IT_OK && a.alpha_auto && a.mo.solve.method == IT_METHOD_ITERIS) rc = choose_alpha(&a, &err);
+    double t0 = now();
+    if (rc == IT_OK && a.alpha_auto) rc = choose_alpha(&a, &err);
     if (rc == IT_OK) rc = it_merge(a.in.model, tasks, a.in.nlora, &a.mo, &res, &err);
     for (size_t s = 0; rc == IT_OK && s < res->nsites; s++) {
         size_t fewest = SIZE_MAX;
@@ -944,7 +976,7 @@ static int cmd_merge(int argc, char **argv)
                     "the unseen directions (use more samples or a larger --alpha1/--alpha2)\n", res->sites[s].name,
                     fewest, (long long)res->sites[s].d_in);
     }
-    double seconds = res && res->nsteps ? res->steps[res->nsteps - 1].seconds : ((double)clock() - t0) / CLOCKS_PER_SEC;
+    double seconds = now() - t0;
     if (rc == IT_OK) rc = write_merge(&a, res, seconds, &err);
     if (res) it_model_clear_deltas(a.in.model);
     it_merge_result_free(res);
@@ -984,14 +1016,24 @@ static void read_method(const char *dir, char *out, size_t size)
     snprintf(path, sizeof path, "%s/report.json", dir);
     FILE *f = fopen(path, "rb");
     if (!f) return;
-    char buf[1 << 16];
-    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    size_t len = 0, cap = 1 << 16;
+    char *buf = malloc(cap);
+    for (size_t got; buf && (got = fread(buf + len, 1, cap - len, f)) > 0;) {
+        len += got;
+        if (len == cap) {
+            char *nb = len < ((size_t)1 << 30) ? realloc(buf, cap *= 2) : NULL;
+            if (!nb) free(buf);
+            buf = nb;
+        }
+    }
     fclose(f);
     it_json_doc *doc = NULL;
-    if (it_json_parse(&doc, buf, len, 0, NULL) != IT_OK) return;
-    const it_json *mth = it_json_get(it_json_root(doc), "method");
-    if (mth && mth->type == IT_JSON_STR) snprintf(out, size, "%s", mth->s);
+    if (buf && it_json_parse(&doc, buf, len, 0, NULL) == IT_OK) {
+        const it_json *mth = it_json_get(it_json_root(doc), "method");
+        if (mth && mth->type == IT_JSON_STR) snprintf(out, size, "%s", mth->s);
+    }
     it_json_free(doc);
+    free(buf);
 }
 
 static int load_merged(merged_out *o, const char *dir, it_model *base, it_err *err)
@@ -1003,6 +1045,7 @@ static int load_merged(merged_out *o, const char *dir, it_model *base, it_err *e
         int rc = it_adapter_load(&o->ad, dir, err);
         o->n = rc == IT_OK ? o->ad->n : 0;
         o->d = calloc(o->n + 1, sizeof *o->d), o->site = calloc(o->n + 1, sizeof *o->site);
+        if (rc == IT_OK && (!o->d || !o->site)) return errf(err, IT_ENOMEM, "out of memory");
         for (size_t k = 0; rc == IT_OK && k < o->n; k++) {
             const it_lora_module *mod = &o->ad->mods[k];
             if (it_model_find_site(base, mod->name, &o->site[k]) != IT_OK)
@@ -1019,6 +1062,7 @@ static int load_merged(merged_out *o, const char *dir, it_model *base, it_err *e
         int whole = wp && !strcmp(wp, "true");
         o->d = calloc(o->n + 1, sizeof *o->d), o->site = calloc(o->n + 1, sizeof *o->site);
         o->dense = calloc(o->n + 1, sizeof *o->dense);
+        if (rc == IT_OK && (!o->d || !o->site || !o->dense)) return errf(err, IT_ENOMEM, "out of memory");
         for (size_t k = 0; rc == IT_OK && k < o->n; k++) {
             const it_tensor *t = it_st_tensor(o->delta, k);
             if (it_model_find_site(base, t->name, &o->site[k]) != IT_OK)
@@ -1065,13 +1109,13 @@ static int cmd_eval(int argc, char **argv)
         return usage("eval: --base DIR, --lora DIR..., --data FILE... and --merged DIR are required");
     it_err err = {0};
     merged_out mo = {0};
-    clock_t c0 = clock();
+    double c0 = now();
     int rc = load_inputs(&in, 0, 0, &err);
     if (rc == IT_OK) rc = load_merged(&mo, merged, in.model, &err);
     it_eval_result r[MAX_PATHS];
     for (size_t i = 0; rc == IT_OK && i < in.nlora; i++)
         rc = it_eval_task(in.model, in.ad[i], mo.d, mo.site, mo.n, mo.model, in.chosen[i], in.nchosen[i], &r[i], &err);
-    double secs = (double)(clock() - c0) / CLOCKS_PER_SEC, mean = 0;
+    double secs = now() - c0, mean = 0;
     for (size_t i = 0; rc == IT_OK && i < in.nlora; i++) mean += r[i].rel_err / (double)in.nlora;
     if (rc == IT_OK && json) {
         printf("{\"methods\": {");
@@ -1167,6 +1211,9 @@ static int cmd_forward(int argc, char **argv)
     it_samples *smp = NULL;
     merged_out mo = {0};
     int rc = it_model_load(&m, model_dir, &err);
+    for (size_t k = 0; rc == IT_OK && k < it_st_file_count(it_model_weights(m)); k++)
+        if (same_file(dump, it_st_file_path(it_model_weights(m), k)) || same_file(dump, inputs))
+            rc = errf(&err, IT_EINVAL, "forward: --dump %s is one of the inputs; choose another output", dump);
     if (rc == IT_OK) rc = it_samples_load(&smp, inputs, &err);
     if (rc == IT_OK && (lora || merged)) rc = load_merged(&mo, lora ? lora : merged, m, &err);
     if (rc == IT_OK && mo.model) rc = errf(&err, IT_EINVAL, "forward: give a model folder with --model, not --merged");

@@ -410,15 +410,18 @@ static int merge_setup(merge_state *st)
         size_t g = it_model_site_at(m, st->msite[s])->group;
         st->active[g] = 1, st->din[g] = (size_t)d->d_in;
     }
+    /* the statistics a method reads: X^T X for regmean, all three for iteris, none for the rest */
+    int xx = st->o->solve.method == IT_METHOD_ITERIS || st->o->solve.method == IT_METHOD_REGMEAN;
+    int xt = st->o->solve.method == IT_METHOD_ITERIS;
     for (size_t i = 0; i < st->ntasks; i++)
-        for (size_t g = 0; g < st->ngroups; g++) {
+        for (size_t g = 0; xx && g < st->ngroups; g++) {
             if (!st->active[g]) continue;
             group_stats *gs = stats_at(st, i, g);
             size_t dd = st->din[g] * st->din[g];
             gs->xx = it__calloc(dd, sizeof(double));
-            gs->xt = it__calloc(dd, sizeof(double));
-            gs->tt = it__calloc(dd, sizeof(double));
-            if (!gs->xx || !gs->xt || !gs->tt) return it__fail(st->err, IT_ENOMEM, "out of memory");
+            gs->xt = xt ? it__calloc(dd, sizeof(double)) : NULL;
+            gs->tt = xt ? it__calloc(dd, sizeof(double)) : NULL;
+            if (!gs->xx || (xt && (!gs->xt || !gs->tt))) return it__fail(st->err, IT_ENOMEM, "out of memory");
         }
     return IT_OK;
 }
@@ -470,7 +473,8 @@ int it_merge(it_model *m, const it_task *tasks, size_t ntasks, const it_merge_op
         rc = o->schedule == IT_SCHEDULE_SWEEP && o->solve.method == IT_METHOD_ITERIS ? schedule_sweep(&st, res, t0)
                                                                                       : schedule_iterate(&st, res, t0);
     if (res) { /* handed over: the model's installed deltas point into wf and deltas */
-        res->sites = st.sites, res->wstar = st.wstar, res->installed = st.wf, res->deltas = st.deltas;
+        res->sites = st.sites, res->nsites = st.nsites, res->wstar = st.wstar, res->installed = st.wf;
+        res->deltas = st.deltas;
         st.wf = NULL, st.deltas = NULL;
     } else {
         it_sites_free(st.sites, st.nsites);

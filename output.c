@@ -360,6 +360,12 @@ static int ends_with(const char *s, const char *suffix)
     return a >= b && !strcmp(s + a - b, suffix);
 }
 
+/* Pickled weight files (pytorch_model.bin, *.pt, ...), which a loader could pick instead of ours. */
+static int pickle_name(const char *name)
+{
+    return ends_with(name, ".bin") || ends_with(name, ".pt") || ends_with(name, ".pth") || ends_with(name, ".ckpt");
+}
+
 /* Rewrites one safetensors file of the base with the merged sites it holds; *used counts them. */
 static int write_model_file(const char *src, const char *dst, const it_merged_site *sorted, size_t n,
                             int with_pretrain, unsigned char *used, it_err *err)
@@ -457,7 +463,8 @@ int it_write_model(const char *dir, const char *base_dir, const it_merged_site *
         for (size_t i = 0; rc == IT_OK && i < nn; i++) {
             char *src = it__path_join(base_dir, names[i]), *dst = it__path_join(dir, names[i]);
             if (!src || !dst) rc = it__fail(err, IT_ENOMEM, "%s: out of memory", dir);
-            else if (it__is_dir(src)) { /* subfolders are not part of a checkpoint */
+            else if (it__is_dir(src) || pickle_name(names[i])) {
+                /* subfolders are not part of a checkpoint; pickled weights would hold W0 unmerged */
             } else if (ends_with(names[i], ".safetensors"))
                 rc = write_model_file(src, pass ? dst : NULL, sorted, n, with_pretrain, used, err);
             else if (pass)

@@ -229,6 +229,14 @@ static void test_merge_cli(void)
     /* a --data count that differs from the --lora count; an output folder that is an input */
     snprintf(cmd, sizeof cmd, "%s merge %s --data data/llama/inputs.jsonl --out %s 2>/dev/null", bin, args,
              test_tmppath("x"));
+    CHECK(run(cmd) == 2);
+    snprintf(cmd, sizeof cmd, "%s merge %s --out %s --weights 1,2,3 2>/dev/null", bin, args, test_tmppath("x"));
+    CHECK(run(cmd) == 2);
+    snprintf(cmd, sizeof cmd, "%s merge %s --out %s --method linear --alpha auto 2>/dev/null", bin, args,
+             test_tmppath("x"));
+    CHECK(run(cmd) == 2);
+    snprintf(cmd, sizeof cmd, "%s merge %s --out %s --report data/llama/inputs.jsonl 2>/dev/null", bin, args,
+             test_tmppath("x"));
     CHECK(run(cmd) == 1);
     snprintf(cmd, sizeof cmd, "%s merge %s --out data/llama/base 2>/dev/null", bin, args);
     CHECK(run(cmd) == 1);
