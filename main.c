@@ -24,7 +24,16 @@ static const char *usage_text =
     "        [--with-pretrain] [--weights w1,w2,..] [--seed S] [--threads T] [--dtype F32|F64] [-v]\n"
     "                              W* per site from supplied features (<site>.delta.<i>,\n"
     "                              <site>.X.<i>, <site>.Xt.<i>, <site>.weight)\n"
-    "  merge, eval, forward (see README.md)\n"
+    "  merge --base DIR --lora DIR... --data FILE... --out DIR [--method iteris|regmean|linear|ties|dare|cat]\n"
+    "        [--schedule iterate|sweep] [--iters N] [--tol T] [--alpha1 A] [--alpha2 A] [--alpha A|auto]\n"
+    "        [--weights w1,..] [--reg-mix B] [--with-pretrain] [--samples N] [--seed S] [--threads T]\n"
+    "        [--format lora|delta|model] [--rank R] [--report FILE.json] [--x-policy keep|recompute]\n"
+    "        [--regmean-alpha A] [--density D] [--ties-sign total|frequency] [--drop P]\n"
+    "                              merge one adapter per task, with each task's calibration samples\n"
+    "  eval --base DIR --lora DIR... --data FILE... --merged DIR [--json]\n"
+    "                              rel_err, KL and top-1 of a merge against each task's model\n"
+    "  forward --model DIR [--lora DIR | --merged DIR] --inputs FILE --dump OUT.safetensors\n"
+    "                              logits and every adapted site's inputs\n"
     "\n"
     "  iteris --version            print the version\n";
 
