@@ -169,6 +169,12 @@ const it__kernels *it__kern(void);
 /* Flops done by the GEMM driver since the start (2 m n k per call; for the benchmarks). */
 uint64_t it__gemm_flops(void);
 
+/* Task i's part of the IterIS objective at a site (iteris.c): l_i ||X_i V_i^T - Xt_i W^T||_F^2 from
+ * the statistics, = l_i (tr(V XX V^T) - 2 tr(V XT W^T) + tr(W TT W^T)); V_i = dW_i, plus W0 with
+ * o->with_pretrain. IT_OK or IT_ENOMEM. */
+int it__site_objective(const it_site *site, const it_site_task *t, const it_solve_opts *o, double l, const double *W,
+                       double *out);
+
 /* Regular expressions (regex.c): the subset of Python's `re` that PEFT configurations use
  * (target_modules / exclude_modules as one string, rank_pattern / alpha_pattern keys,
  * layers_pattern): literals, '.', classes [...] with ranges and negation, escapes \d \w \s \D \W \S

@@ -548,6 +548,42 @@ int it_site_solve(const it_site *site_in, const it_solve_opts *o, double *wstar,
 }
 
 /* ============================================================================================ */
+/* The objective (the merge's progress and --alpha auto)                                         */
+/* ============================================================================================ */
+
+/* tr(A S B^T) for A, B [m x n], S [n x n]: the sum of (A S) .* B, in double. */
+static int trace_asb(const double *A, const double *S, const double *B, size_t m, size_t n, double *out)
+{
+    double *AS = it__malloc_n(m * n, sizeof *AS);
+    if (!AS) return IT_ENOMEM;
+    int rc = it_dgemm(IT_N, IT_N, m, n, n, 1.0, A, n, S, n, 0.0, AS, n);
+    double s = 0.0;
+    for (size_t k = 0; rc == IT_OK && k < m * n; k++) s += AS[k] * B[k];
+    free(AS);
+    *out = s;
+    return rc;
+}
+
+int it__site_objective(const it_site *site, const it_site_task *t, const it_solve_opts *o, double l, const double *W,
+                       double *out)
+{
+    solve_ctx c = {site, o, (size_t)site->d_out, (size_t)site->d_in, NULL};
+    size_t m = c.m, n = c.n;
+    double *V = it__calloc(m * n, sizeof *V);
+    if (!V) return IT_ENOMEM;
+    if (o->with_pretrain) add_w0(&c, 1.0, V);
+    add_delta(&c, t, 1.0, V);
+    const double *xt = t->xt ? t->xt : t->xx, *tt = t->tt ? t->tt : t->xx;
+    double x = 0, y = 0, z = 0;
+    int rc = trace_asb(V, t->xx, V, m, n, &x);
+    if (rc == IT_OK) rc = trace_asb(V, xt, W, m, n, &y);
+    if (rc == IT_OK) rc = trace_asb(W, tt, W, m, n, &z);
+    free(V);
+    *out = l * (x - 2 * y + z);
+    return rc;
+}
+
+/* ============================================================================================ */
 /* Solving a features file (`iteris solve`)                                                      */
 /* ============================================================================================ */
 

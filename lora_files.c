@@ -991,9 +991,9 @@ int it_adapter_resolve(it_adapter *a, const char *component, const char *const *
     if (strcmp(component, "unet") && strcmp(component, "text_encoder") && strcmp(component, "text_encoder_2"))
         return it__fail(err, IT_EINVAL, "%s: component \"%s\": expected unet, text_encoder or text_encoder_2",
                         a->path, component);
-    size_t todo = 0;
-    for (size_t i = 0; i < a->n; i++) todo += !strcmp(a->mods[i].component, component) && kohya_prefix(component, a->mods[i].name);
-    if (todo == 0) return IT_OK;
+    size_t unresolved = 0;
+    for (size_t i = 0; i < a->n; i++) unresolved += !strcmp(a->mods[i].component, component) && kohya_prefix(component, a->mods[i].name);
+    if (unresolved == 0) return IT_OK;
     kname *tab = it__calloc(nmodules ? nmodules : 1, sizeof *tab);
     const char **names = it__calloc(a->n, sizeof *names);
     char **copies = it__calloc(a->n, sizeof *copies);

@@ -202,44 +202,6 @@ static void mirror(double *G, size_t d)
         for (size_t j = 0; j < i; j++) G[i * d + j] = G[j * d + i];
 }
 
-/* tr(A S B^T) for A, B [m x n], S [n x n]: sum of (A S) .* B, in double. */
-static int trace_asb(const double *A, const double *S, const double *B, size_t m, size_t n, double *out)
-{
-    double *AS = it__malloc_n(m * n, sizeof *AS);
-    if (!AS) return IT_ENOMEM;
-    int rc = it_dgemm(IT_N, IT_N, m, n, n, 1.0, A, n, S, n, 0.0, AS, n);
-    double s = 0.0;
-    for (size_t k = 0; rc == IT_OK && k < m * n; k++) s += AS[k] * B[k];
-    free(AS);
-    *out = s;
-    return rc;
-}
-
-/* Task i's part of the objective at one site: l_i ||X_i V_i^T - Xt_i W*^T||_F^2
- *   = l_i (tr(V XX V^T) - 2 tr(V XT W^T) + tr(W TT W^T)) from the statistics; V_i = dW_i, plus W0
- * with with_pretrain. */
-static int site_objective(const it_site *site, const it_site_task *t, int with_pretrain, double l, const double *W,
-                          double *out)
-{
-    size_t m = (size_t)site->d_out, n = (size_t)site->d_in, r = (size_t)t->r;
-    double *V = it__calloc(m * n, sizeof *V);
-    if (!V) return IT_ENOMEM;
-    for (size_t a = 0; a < m; a++)
-        for (size_t b = 0; b < n; b++) {
-            double v = with_pretrain && site->w0 ? (double)site->w0[a * n + b] : 0.0;
-            for (size_t k = 0; t->A && k < r; k++) v += t->scale * (double)t->B[a * r + k] * (double)t->A[k * n + b];
-            V[a * n + b] = v;
-        }
-    const double *xt = t->xt ? t->xt : t->xx, *tt = t->tt ? t->tt : t->xx;
-    double x = 0, y = 0, z = 0;
-    int rc = trace_asb(V, t->xx, V, m, n, &x);
-    if (rc == IT_OK) rc = trace_asb(V, xt, W, m, n, &y);
-    if (rc == IT_OK) rc = trace_asb(W, tt, W, m, n, &z);
-    free(V);
-    *out = l * (x - 2 * y + z);
-    return rc;
-}
-
 /* Solves union site s from the current statistics; adds each task's objective to obj [ntasks]
  * and returns the relative change of W* in *change. */
 static int merge_solve_site(merge_state *st, size_t s, int first, it_merge_result *res, double *obj,
@@ -267,7 +229,7 @@ static int merge_solve_site(merge_state *st, size_t s, int first, it_merge_resul
     int objective = st->o->solve.method == IT_METHOD_ITERIS;
     for (size_t i = 0; rc == IT_OK && objective && i < st->ntasks; i++) {
         double v = 0;
-        if (site_objective(&site, &tk[i], st->o->solve.with_pretrain, res->lambda[s * st->ntasks + i], W, &v) != IT_OK)
+        if (it__site_objective(&site, &tk[i], &st->o->solve, res->lambda[s * st->ntasks + i], W, &v) != IT_OK)
             rc = it__fail(st->err, IT_ENOMEM, "site %s: out of memory", d->name);
         obj[i] += v;
     }
@@ -525,7 +487,7 @@ int it_merge_alignment(it_model *m, const it_task *tasks, size_t ntasks, const i
                               NULL, gs->xx, gs->xt, gs->tt, -1.0};
             it_site site = {d->name, d->d_out, d->d_in, ms->w0, ntasks, &t};
             double v = 0.0;
-            if (site_objective(&site, &t, o->solve.with_pretrain, r->lambda[s * ntasks + i], r->wstar[s], &v) != IT_OK)
+            if (it__site_objective(&site, &t, &o->solve, r->lambda[s * ntasks + i], r->wstar[s], &v) != IT_OK)
                 rc = it__fail(err, IT_ENOMEM, "out of memory");
             *out += v;
         }

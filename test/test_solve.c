@@ -2,7 +2,7 @@
  * oracles written here from DESIGN.md section 1, and `iteris solve` on features files. */
 #include "test.h"
 
-#include "../iteris.h"
+#include "../internal.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -794,6 +794,37 @@ done:
     it_st_close(base);
 }
 
+/* The objective the merge reports, from the statistics, equals l ||X V^T - Xt W^T||^2 from the rows. */
+static void test_solve_objective(void)
+{
+    problem p;
+    problem_make(&p, 23, 7, 5, 2, 2, 20, 1);
+    it_solve_opts o;
+    it_solve_opts_default(&o);
+    double W[35];
+    for (size_t k = 0; k < 35; k++) W[k] = 0.1 * urand();
+    for (int pre = 0; pre < 2; pre++) {
+        o.with_pretrain = pre;
+        for (size_t i = 0; i < 2; i++) {
+            double got = 0, want = 0;
+            CHECK(it__site_objective(&p.site, &p.tasks[i], &o, 0.75, W, &got) == IT_OK);
+            double *d = naive_delta(&p, i);
+            for (size_t t = 0; t < p.rows; t++)
+                for (size_t a = 0; a < p.m; a++) {
+                    double y = 0;
+                    for (size_t b = 0; b < p.n; b++)
+                        y += p.X[i][t * p.n + b] * (d[a * p.n + b] + (pre ? p.w0[a * p.n + b] : 0.0)) -
+                             p.Xt[i][t * p.n + b] * W[a * p.n + b];
+                    want += y * y;
+                }
+            want *= 0.75;
+            CHECKF(fabs(got - want) <= 1e-10 * want, "objective %.17g, from the rows %.17g", got, want);
+            free(d);
+        }
+    }
+    problem_free(&p);
+}
+
 void suite_solve(void)
 {
     RUN(test_solve_iteris_naive);
@@ -803,6 +834,7 @@ void suite_solve(void)
     RUN(test_solve_ridge);
     RUN(test_solve_bad_input);
     RUN(test_solve_reg_mix);
+    RUN(test_solve_objective);
     RUN(test_solve_regmean);
     RUN(test_solve_ties_by_hand);
     RUN(test_solve_dare);
