@@ -367,6 +367,11 @@ typedef struct it_config {
     double norm_eps;                /* CLIP: the text tower's */
     char act[IT_NAME_MAX];          /* hidden_act / dense_act_fn; CLIP: the text tower's */
     int gated;                      /* T5 is_gated_act */
+    int64_t rel_buckets;            /* T5 relative_attention_num_buckets (32) */
+    int64_t rel_max_distance;       /* T5 relative_attention_max_distance (128) */
+    int64_t decoder_start_token_id; /* T5 (its config files set 0, the pad id); -1 when absent */
+    int64_t eos_token_id;           /* T5: stops greedy decoding; CLIP text: chooses the pooling (FACTS 6.4) */
+    int64_t num_channels;           /* CLIP vision tower (3) */
     int tie_word_embeddings;
     int attention_bias, mlp_bias;
     /* RoPE (Llama family, FACTS 4.4), from rope_scaling or v5 rope_parameters (which wins) */
@@ -540,6 +545,7 @@ int it_lora_module_rank(const it_lora_config *cfg, const char *module, int64_t *
  * sweep schedule's stages).
  */
 typedef struct it_model it_model;
+typedef struct it_sample it_sample; /* a calibration sample (below) */
 
 typedef struct it_model_site {
     const char *name;      /* module path as PEFT writes it: "model.layers.0.self_attn.q_proj" */
@@ -590,6 +596,53 @@ void it_model_set_observer(it_model *m, it_observer fn, void *ctx);
  * not implemented. One call at a time per model (the deltas, observer and scratch are the model's). */
 int it_model_forward(it_model *m, const int32_t *ids, size_t n, float *logits, it_err *err);
 
+/* The outputs of one forward pass under the reference library's names (DESIGN.md section 3), each
+ * flattened to [rows, cols]:
+ *   Llama family   logits [n, vocab]
+ *   T5             logits [ndec, vocab], encoder_last_hidden_state [n, d_model];
+ *                  T5EncoderModel: last_hidden_state [n, d_model]
+ *   CLIP           text_embeds [1, proj] (L2-normalised in a CLIPModel, as it returns them),
+ *                  text_last_hidden_state [n, hidden], text_pooler_output [1, hidden] (text given);
+ *                  image_embeds [B, proj], vision_last_hidden_state [B * (patches + 1), hidden],
+ *                  vision_pooler_output [B, hidden] (images given); a single tower has no projection
+ *                  outputs unless it is a ...WithProjection class.
+ * eval compares the outputs marked eval: logits (with KL and top-1: logits set); CLIP: the
+ * embeddings (text_embeds, image_embeds; a tower without projection: its last_hidden_state /
+ * pooler_output); T5EncoderModel: last_hidden_state. */
+#define IT_MAX_OUTPUTS 8
+typedef struct it_output {
+    const char *name;      /* static string */
+    size_t rows, cols;
+    float *data;           /* [rows x cols], owned (it_outputs_free) */
+    int eval;              /* compared by eval */
+} it_output;
+
+typedef struct it_outputs {
+    size_t n;
+    it_output o[IT_MAX_OUTPUTS];
+    int logits;            /* the eval outputs are logits over the vocabulary (KL, top-1 apply) */
+} it_outputs;
+
+void it_outputs_free(it_outputs *o);
+
+/* Any architecture on one sample (ids, decoder ids, pixels as the architecture needs; batch 1 for
+ * text, the sample's images as one batch). out NULL: the sites are observed, and what follows the
+ * last one is not computed. IT_EINVAL naming the model folder for a sample the model cannot take
+ * (no ids for a text model, ids outside the vocabulary or beyond the context, no decoder ids for a
+ * T5 model, pixels of another shape). On failure *out holds nothing. */
+int it_model_run(it_model *m, const it_sample *s, it_outputs *out, it_err *err);
+
+/* 1 when the model is an encoder-decoder (T5ForConditionalGeneration): its samples need
+ * decoder_input_ids (given, or made by it_samples_complete). */
+int it_model_needs_decoder_ids(const it_model *m);
+
+/* Greedy decoding with the model as it is (deltas installed): the decoder input starts with
+ * decoder_start_token_id and each step appends the argmax of the last position's logits, until
+ * eos_token_id comes (not appended) or max_new tokens have been appended. *dec (malloc'd) gets
+ * [1 + at most max_new] ids. IT_EUNSUPPORTED for a model without a decoder. */
+int it_model_generate(it_model *m, const int32_t *ids, size_t n, size_t max_new, int32_t **dec, size_t *ndec,
+                      it_err *err);
+
 /* ============================================================================================ */
 /* Calibration samples (data.c)                                                                  */
 /* ============================================================================================ */
@@ -609,15 +662,26 @@ int it_model_forward(it_model *m, const int32_t *ids, size_t n, float *logits, i
  * "<path>: line N: at byte K: ...", K counted from the line's start); a file without samples is
  * IT_EFORMAT "<path>: no samples"; a file over 1 GiB is refused unread (IT_EFORMAT).
  */
-typedef struct it_sample {
+struct it_sample {
     int32_t *ids;          /* [n] "input_ids" (or "ids"); NULL and n = 0 when only text is given */
     size_t n;
-    int32_t *dec_ids;      /* [ndec] "decoder_input_ids", or NULL and ndec = 0 */
+    int32_t *dec_ids;      /* [ndec] "decoder_input_ids", or NULL and ndec = 0 (then made by
+                            * it_samples_complete for an encoder-decoder model) */
     size_t ndec;
     char *text;            /* "text" (UTF-8, NUL-terminated), or NULL */
     char *name;            /* "name", or NULL */
     size_t line;           /* the sample's 1-based line in the file */
-} it_sample;
+    /* Images (CLIP): "image": a binary PPM/PGM path, or "pixel_values": {"file", "tensor", "index"}
+     * naming a float tensor [B, C, H, W] (index picks one item of B; without it all B are the
+     * sample's). Paths are taken relative to the samples file's folder. it_samples_load_pixels
+     * fills pixels. */
+    char *image;           /* the resolved image path, or NULL */
+    char *pix_file;        /* the resolved safetensors path of "pixel_values", or NULL */
+    char *pix_tensor;      /* its tensor name */
+    int64_t pix_index;     /* its "index", or -1 */
+    float *pixels;         /* [nimages x C x H x W] once loaded, or NULL */
+    size_t nimages, channels, height, width;
+};
 
 typedef struct it_samples {
     char *path;            /* the file, as given (used in messages) */
@@ -630,6 +694,12 @@ int it_samples_load(it_samples **out, const char *path, it_err *err);
 /* The same on text[0..len) in memory; name (NULL: "(memory)") stands for the path in messages. */
 int it_samples_parse(it_samples **out, const char *text, size_t len, const char *name, it_err *err);
 void it_samples_free(it_samples *s);
+
+/* Loads the pixels of every sample that names an image or a pixel_values tensor, for model m: a
+ * PPM/PGM image is resized, cropped and normalised by the model folder's preprocessor_config.json
+ * (CLIPImageProcessor), a tensor is taken as it is (any float dtype) and must be [B, C, H, W] with
+ * the model's channels and image_size. Errors name the samples file, the line and the image. */
+int it_samples_load_pixels(it_samples *s, const it_model *m, it_err *err);
 
 /* `--samples k --seed S`: k distinct samples, idx [k] in increasing (file) order. The rule: the
  * first k steps of a Fisher-Yates shuffle of 0..n-1 run from the front (step i swaps positions i

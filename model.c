@@ -114,6 +114,22 @@ static int rd_size(const reader *r, const char *key, int64_t def, int nullable, 
     return take_size(r, key, v, out);
 }
 
+/* A token id: an integer in [0, 2^31 - 1] (a list of them, as generation configs may give for
+ * eos_token_id: its first), def when absent or null. */
+static int rd_token(const reader *r, const char *key, int64_t def, int64_t *out)
+{
+    const it_json *v = lookup(r, key, NULLABLE);
+    if (v && v->type == IT_JSON_ARR && v->n > 0) v = &v->items[0];
+    if (!v) {
+        *out = def;
+        return IT_OK;
+    }
+    if (v->type != IT_JSON_INT || !v->i_ok || v->i < 0 || v->i > SIZE_LIMIT)
+        return bad_value(r, key, "a token id (an integer in [0, 2^31 - 1])", v);
+    *out = v->i;
+    return IT_OK;
+}
+
 /* A positive, finite number (an integer literal counts), def when absent. */
 static int rd_number(const reader *r, const char *key, double def, int nullable, double *out)
 {
@@ -369,6 +385,10 @@ static int load_t5(it_config *c, const reader *r, const t5_defaults *d)
     TRY(rd_size(r, "num_heads", d->heads, REQUIRED, &c->heads));
     TRY(rd_number(r, "layer_norm_epsilon", 1e-6, REQUIRED, &c->norm_eps));
     TRY(read_t5_act(c, r, d->feed_forward_proj));
+    TRY(rd_size(r, "relative_attention_num_buckets", 32, REQUIRED, &c->rel_buckets));
+    TRY(rd_size(r, "relative_attention_max_distance", 128, REQUIRED, &c->rel_max_distance));
+    TRY(rd_token(r, "decoder_start_token_id", -1, &c->decoder_start_token_id));
+    TRY(rd_token(r, "eos_token_id", 1, &c->eos_token_id));
     return rd_bool(r, "tie_word_embeddings", d->tie, &c->tie_word_embeddings);
 }
 
@@ -393,6 +413,7 @@ static int read_clip_text(it_config *c, const reader *r)
     c->head_dim = c->hidden / c->heads;
     TRY(rd_size(r, "max_position_embeddings", 77, REQUIRED, &c->max_position_embeddings));
     TRY(rd_act(r, "hidden_act", "quick_gelu", c->act));
+    TRY(rd_token(r, "eos_token_id", 49407, &c->eos_token_id));
     return rd_number(r, "layer_norm_eps", 1e-5, REQUIRED, &c->norm_eps);
 }
 
@@ -407,6 +428,7 @@ static int read_clip_vision(it_config *c, const reader *r)
     TRY(need_multiple(r, "hidden_size", c->vision_hidden, "num_attention_heads", c->vision_heads, CLIP_HEADS_WHY));
     TRY(rd_size(r, "image_size", 224, REQUIRED, &c->image_size));
     TRY(rd_size(r, "patch_size", 32, REQUIRED, &c->patch_size));
+    TRY(rd_size(r, "num_channels", 3, REQUIRED, &c->num_channels));
     TRY(rd_act(r, "hidden_act", "quick_gelu", c->vision_act));
     return rd_number(r, "layer_norm_eps", 1e-5, REQUIRED, &c->vision_norm_eps);
 }
@@ -1008,6 +1030,108 @@ int it__linear(it_model *m, size_t site, const float *x, size_t nrows, float *y,
 }
 
 /* ============================================================================================ */
+/* Layers shared by the architectures                                                            */
+/* ============================================================================================ */
+
+void it__embed_rows(float *h, const float *embed, const int32_t *ids, size_t n, size_t H)
+{
+    for (size_t i = 0; i < n; i++) memcpy(h + i * H, embed + (size_t)ids[i] * H, H * sizeof *h);
+}
+
+void it__rmsnorm(float *out, const float *x, const float *w, size_t n, size_t H, float eps)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float *xi = x + i * H;
+        double ss = 0;
+        for (size_t j = 0; j < H; j++) ss += (double)(xi[j] * xi[j]);
+        float r = 1.0f / sqrtf((float)(ss / (double)H) + eps);
+        for (size_t j = 0; j < H; j++) out[i * H + j] = w[j] * (xi[j] * r);
+    }
+}
+
+/* The mean and the biased variance in double, rounded to float as torch's float32 kernel returns
+ * them; then (x - mean) * rstd * w + b. */
+void it__layernorm(float *out, const float *x, const float *w, const float *b, size_t n, size_t H, float eps)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float *xi = x + i * H;
+        double mean = 0, var = 0;
+        for (size_t j = 0; j < H; j++) mean += xi[j];
+        mean /= (double)H;
+        for (size_t j = 0; j < H; j++) var += ((double)xi[j] - mean) * ((double)xi[j] - mean);
+        float mu = (float)mean, rstd = 1.0f / sqrtf((float)(var / (double)H) + eps);
+        for (size_t j = 0; j < H; j++) out[i * H + j] = (xi[j] - mu) * rstd * w[j] + b[j];
+    }
+}
+
+void it__residual(float *h, const float *y, size_t m)
+{
+    for (size_t i = 0; i < m; i++) h[i] = h[i] + y[i];
+}
+
+void it__softmax(float *p, size_t m)
+{
+    float mx = p[0];
+    for (size_t j = 1; j < m; j++) mx = p[j] > mx ? p[j] : mx;
+    double sum = 0;
+    for (size_t j = 0; j < m; j++) {
+        p[j] = expf(p[j] - mx);
+        sum += p[j];
+    }
+    float s = (float)sum;
+    for (size_t j = 0; j < m; j++) p[j] = p[j] / s;
+}
+
+int it__act_known(const char *a)
+{
+    return !strcmp(a, "relu") || !strcmp(a, "gelu") || !strcmp(a, "gelu_new") || !strcmp(a, "gelu_pytorch_tanh") ||
+           !strcmp(a, "quick_gelu") || !strcmp(a, "silu") || !strcmp(a, "swish");
+}
+
+/* transformers' activations.py: GELUActivation is erf GELU; NewGELUActivation and
+ * PytorchGELUTanh the tanh form 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); QuickGELU
+ * x * sigmoid(1.702 x); SiLU x / (1 + exp(-x)). Each in float32. */
+void it__act_apply(const char *a, float *x, size_t m)
+{
+    const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
+    if (!strcmp(a, "relu"))
+        for (size_t i = 0; i < m; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    else if (!strcmp(a, "gelu"))
+        for (size_t i = 0; i < m; i++) x[i] = x[i] * 0.5f * (1.0f + erff(x[i] * 0.70710678118654752f));
+    else if (!strcmp(a, "gelu_new") || !strcmp(a, "gelu_pytorch_tanh"))
+        for (size_t i = 0; i < m; i++) x[i] = 0.5f * x[i] * (1.0f + tanhf(k * (x[i] + 0.044715f * (x[i] * x[i] * x[i]))));
+    else if (!strcmp(a, "quick_gelu"))
+        for (size_t i = 0; i < m; i++) x[i] = x[i] * (1.0f / (1.0f + expf(-1.702f * x[i])));
+    else
+        for (size_t i = 0; i < m; i++) x[i] = x[i] / (1.0f + expf(-x[i]));
+}
+
+void it__attention(float *ctx, const float *q, const float *k, const float *v, size_t nq, size_t nk, size_t nH,
+                   size_t nKV, size_t hd, float scale, const float *bias, int causal, float *p)
+{
+    size_t rep = nH / nKV, qd = nH * hd, kd = nKV * hd;
+    for (size_t h = 0; h < nH; h++)
+        for (size_t i = 0; i < nq; i++) {
+            const float *qi = q + i * qd + h * hd;
+            size_t kvh = h / rep, nkey = causal ? (i + 1 < nk ? i + 1 : nk) : nk;
+            for (size_t j = 0; j < nkey; j++) {
+                const float *kj = k + j * kd + kvh * hd;
+                double dot = 0;
+                for (size_t d = 0; d < hd; d++) dot += (double)qi[d] * kj[d];
+                p[j] = (float)dot * scale;
+                if (bias) p[j] = p[j] + bias[(h * nq + i) * nk + j];
+            }
+            it__softmax(p, nkey);
+            float *out = ctx + i * qd + h * hd;
+            for (size_t d = 0; d < hd; d++) {
+                double acc = 0;
+                for (size_t j = 0; j < nkey; j++) acc += (double)p[j] * v[j * kd + kvh * hd + d];
+                out[d] = (float)acc;
+            }
+        }
+}
+
+/* ============================================================================================ */
 /* Models: loading and the public calls                                                          */
 /* ============================================================================================ */
 
@@ -1015,6 +1139,8 @@ int it__linear(it_model *m, size_t site, const float *x, size_t nrows, float *y,
 static int load_arch(it_model *m, it_err *err)
 {
     if (m->cfg.arch == IT_ARCH_LLAMA) return it__llama_load(m, err);
+    if (m->cfg.arch == IT_ARCH_T5) return it__t5_load(m, err);
+    if (m->cfg.arch == IT_ARCH_CLIP) return it__clip_load(m, err);
     char *cfg = it__path_join(m->dir, "config.json");
     int rc;
     if (m->cfg.arch == IT_ARCH_UNKNOWN)
@@ -1033,7 +1159,8 @@ static int model_open(it_model *m, const char *dir, it_err *err)
     if (!it__is_dir(dir)) return it__fail(err, IT_EINVAL, "%s: expected a model folder (config.json + safetensors)", dir);
     if (!(m->dir = it__strdup(dir))) return it__fail(err, IT_ENOMEM, "out of memory");
     TRY(it_config_load(&m->cfg, dir, err));
-    if (m->cfg.arch != IT_ARCH_LLAMA) return load_arch(m, err); /* refused before the weights are read */
+    if (m->cfg.arch != IT_ARCH_LLAMA && m->cfg.arch != IT_ARCH_T5 && m->cfg.arch != IT_ARCH_CLIP)
+        return load_arch(m, err); /* refused before the weights are read */
     TRY(find_weights(dir, &m->wpath, err));
     TRY(it_st_open(&m->st, m->wpath, err));
     return load_arch(m, err);
@@ -1106,25 +1233,77 @@ void it_model_set_observer(it_model *m, it_observer fn, void *ctx)
     m->obs_ctx = ctx;
 }
 
-/* ids (n): each in [0, vocab), 0 < n <= max_position_embeddings. */
-static int check_ids(const it_model *m, const int32_t *ids, size_t n, it_err *err)
+/* ============================================================================================ */
+/* Models: running one sample                                                                    */
+/* ============================================================================================ */
+
+int it__check_ids(const it_model *m, const int32_t *ids, size_t n, int64_t max_positions, const char *what,
+                  it_err *err)
 {
-    const it_config *c = &m->cfg;
-    if (n == 0) return it__fail(err, IT_EINVAL, "%s: empty sequence (0 tokens)", m->dir);
-    if (c->max_position_embeddings > 0 && n > (uint64_t)c->max_position_embeddings)
-        return it__fail(err, IT_EINVAL, "%s: %zu tokens exceed max_position_embeddings %" PRId64, m->dir, n,
-                        c->max_position_embeddings);
+    if (n == 0 || !ids) return it__fail(err, IT_EINVAL, "%s: empty %s (0 tokens)", m->dir, what);
+    if (max_positions > 0 && n > (uint64_t)max_positions)
+        return it__fail(err, IT_EINVAL, "%s: %s: %zu tokens exceed the model's context of %" PRId64, m->dir, what, n,
+                        max_positions);
     for (size_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= c->vocab_size)
-            return it__fail(err, IT_EINVAL, "%s: token id %" PRId32 " at position %zu is outside the vocabulary [0, %"
-                            PRId64 ")", m->dir, ids[i], i, c->vocab_size);
+        if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size)
+            return it__fail(err, IT_EINVAL, "%s: %s: token id %" PRId32 " at position %zu is outside the vocabulary [0, %"
+                            PRId64 ")", m->dir, what, ids[i], i, m->cfg.vocab_size);
     return IT_OK;
+}
+
+float *it__output_add(it_outputs *out, const char *name, size_t rows, size_t cols, int eval)
+{
+    size_t n;
+    if (out->n == IT_MAX_OUTPUTS || it__mul_size(rows, cols, &n)) return NULL;
+    float *data = calloc(n ? n : 1, sizeof *data);
+    if (!data) return NULL;
+    out->o[out->n++] = (it_output){name, rows, cols, data, eval};
+    return data;
+}
+
+void it_outputs_free(it_outputs *o)
+{
+    if (!o) return;
+    for (size_t i = 0; i < o->n; i++) free(o->o[i].data);
+    memset(o, 0, sizeof *o);
 }
 
 int it_model_forward(it_model *m, const int32_t *ids, size_t n, float *logits, it_err *err)
 {
-    if (!m || (!ids && n)) return it__fail(err, IT_EINVAL, "it_model_forward: no model or no ids");
-    TRY(check_ids(m, ids, n, err));
+    if (!m) return it__fail(err, IT_EINVAL, "it_model_forward: no model");
+    if (!m->ops->forward)
+        return it__fail(err, IT_EUNSUPPORTED, "%s: a %s model is not a causal language model (use it_model_run)",
+                        m->dir, m->ops->name);
+    TRY(it__check_ids(m, ids, n, m->cfg.max_position_embeddings, "input_ids", err));
     int rc = m->ops->forward(m, ids, n, logits, err);
     return rc == IT__STOP ? IT_OK : rc;
+}
+
+int it_model_run(it_model *m, const it_sample *s, it_outputs *out, it_err *err)
+{
+    if (out) memset(out, 0, sizeof *out);
+    if (!m || !s) return it__fail(err, IT_EINVAL, "it_model_run: no model or no sample");
+    int rc = m->ops->run(m, s, out, err);
+    if (rc == IT__STOP) rc = IT_OK;
+    if (rc != IT_OK) it_outputs_free(out);
+    return rc;
+}
+
+int it_model_needs_decoder_ids(const it_model *m) { return m && m->ops->generate != NULL; }
+
+int it_model_generate(it_model *m, const int32_t *ids, size_t n, size_t max_new, int32_t **dec, size_t *ndec,
+                      it_err *err)
+{
+    *dec = NULL;
+    *ndec = 0;
+    if (!m || !m->ops->generate)
+        return it__fail(err, IT_EUNSUPPORTED, "%s: the model has no decoder to generate with", m ? m->dir : "(none)");
+    int rc = m->ops->generate(m, ids, n, max_new, dec, ndec, err);
+    if (rc == IT__STOP) rc = it__fail(err, IT_EINVAL, "%s: generation stopped by the observer", m->dir);
+    if (rc != IT_OK) {
+        free(*dec);
+        *dec = NULL;
+        *ndec = 0;
+    }
+    return rc;
 }

@@ -9,12 +9,19 @@
  * it_model_forward turns it into IT_OK. Never returned by a public function. */
 #define IT__STOP (-1)
 
-/* The architecture-specific part of a model: its forward pass and the release of its state. */
+/* The architecture-specific part of a model: its forward passes and the release of its state. */
 typedef struct it__model_ops {
     const char *name; /* "llama" ... (messages) */
-    /* ids [n] already checked against the vocabulary and the context; logits [n x vocab] or NULL
-     * (then the last site is observed but not computed). IT_OK, IT__STOP or an error. */
+    /* A causal language model only (else NULL): ids [n] already checked against the vocabulary
+     * and the context; logits [n x vocab] or NULL (then the last site is observed but not
+     * computed). IT_OK, IT__STOP or an error. */
     int (*forward)(it_model *m, const int32_t *ids, size_t n, float *logits, it_err *err);
+    /* it_model_run: the sample checked by the architecture; out empty on entry, or NULL. IT_OK,
+     * IT__STOP or an error (the caller frees out on failure). */
+    int (*run)(it_model *m, const it_sample *s, it_outputs *out, it_err *err);
+    /* it_model_generate, or NULL */
+    int (*generate)(it_model *m, const int32_t *ids, size_t n, size_t max_new, int32_t **dec, size_t *ndec,
+                    it_err *err);
     void (*free)(void *priv);
 } it__model_ops;
 
@@ -58,7 +65,49 @@ int it__model_add_site(it_model *m, const char *name, size_t group, int64_t d_ou
  * x D^T. The observer sees x first; IT__STOP when it returns 1. y NULL: observe only. */
 int it__linear(it_model *m, size_t site, const float *x, size_t nrows, float *y, it_err *err);
 
+/* ids (n): 0 < n, each in [0, vocab_size); n <= max_positions unless that is 0. what names the
+ * list in messages ("input_ids", "decoder_input_ids"). */
+int it__check_ids(const it_model *m, const int32_t *ids, size_t n, int64_t max_positions, const char *what,
+                  it_err *err);
+
+/* A new output slot of out: name (static), [rows x cols] zeroed floats; NULL out of memory. */
+float *it__output_add(it_outputs *out, const char *name, size_t rows, size_t cols, int eval);
+
+/* ============================================================================================ */
+/* Layers shared by the architectures (model.c), in float32 as torch computes them on a CPU      */
+/* ============================================================================================ */
+
+/* h (n, H) = rows ids (n) of embed (V, H); no scaling. */
+void it__embed_rows(float *h, const float *embed, const int32_t *ids, size_t n, size_t H);
+
+/* out (n, H) = w * (x * rsqrt(mean(x^2) + eps)) row by row: LlamaRMSNorm, T5LayerNorm (the mean of
+ * the float squares accumulated in double, then rounded). out may be x. */
+void it__rmsnorm(float *out, const float *x, const float *w, size_t n, size_t H, float eps);
+
+/* out (n, H) = (x - mean) / sqrt(var + eps) * w + b row by row, var biased: nn.LayerNorm. out may be x. */
+void it__layernorm(float *out, const float *x, const float *w, const float *b, size_t n, size_t H, float eps);
+
+/* h (m) += y (m): a residual connection. */
+void it__residual(float *h, const float *y, size_t m);
+
+/* p (m) = softmax(p) in place (float32 exponentials, the sum in double). */
+void it__softmax(float *p, size_t m);
+
+/* Activations by their transformers name (ACT2FN): "relu", "gelu" (erf), "gelu_new" /
+ * "gelu_pytorch_tanh" (tanh), "quick_gelu", "silu" / "swish". it__act_known: 1 when one of them. */
+int it__act_known(const char *name);
+void it__act_apply(const char *name, float *x, size_t m);
+
+/* ctx (nq, nH * hd) = softmax(q k^T * scale + bias) v per head, q (nq, nH * hd), k, v (nk, nKV * hd);
+ * query head h reads key/value head h / (nH / nKV). bias (nH, nq, nk) or NULL (T5's position
+ * bias); causal: key j > query i gets weight exactly 0 (the finfo.min mask after the softmax).
+ * Each score is the dot product in double, rounded, times scale, plus the bias. p (nk) scratch. */
+void it__attention(float *ctx, const float *q, const float *k, const float *v, size_t nq, size_t nk, size_t nH,
+                   size_t nKV, size_t hd, float scale, const float *bias, int causal, float *p);
+
 /* The architectures' loaders: fill m->ops, m->priv and the site table from m->cfg and m->st. */
 int it__llama_load(it_model *m, it_err *err);
+int it__t5_load(it_model *m, it_err *err);
+int it__clip_load(it_model *m, it_err *err);
 
 #endif /* ITERIS_MODEL_INTERNAL_H */

@@ -65,25 +65,6 @@ static void llama_free(void *p)
 /* Layers                                                                                        */
 /* ============================================================================================ */
 
-/* out (n, H) = w * (x * rsqrt(mean(x^2) + eps)) row by row, x (n, H), w (H): LlamaRMSNorm /
- * Qwen2RMSNorm in float32 (the mean of the float squares accumulated in double, then rounded). */
-static void rmsnorm(float *out, const float *x, const float *w, size_t n, size_t H, float eps)
-{
-    for (size_t i = 0; i < n; i++) {
-        const float *xi = x + i * H;
-        double ss = 0;
-        for (size_t j = 0; j < H; j++) ss += (double)(xi[j] * xi[j]);
-        float r = 1.0f / sqrtf((float)(ss / (double)H) + eps);
-        for (size_t j = 0; j < H; j++) out[i * H + j] = w[j] * (xi[j] * r);
-    }
-}
-
-/* h (n, H) = rows ids (n) of embed (V, H); no scaling. */
-static void embed_rows(float *h, const float *embed, const int32_t *ids, size_t n, size_t H)
-{
-    for (size_t i = 0; i < n; i++) memcpy(h + i * H, embed + (size_t)ids[i] * H, H * sizeof *h);
-}
-
 /* cos, sin (n, half) of p * inv_freq[i] for positions p = 0..n-1, the product and the functions in
  * float32 (FACTS 4.4: freqs = inv_freq @ position_ids in float32, emb = cat(freqs, freqs)). */
 static void rope_table(float *cs, float *sn, const float *inv_freq, size_t n, size_t half)
@@ -112,62 +93,10 @@ static void rope_apply(float *x, const float *cs, const float *sn, size_t n, siz
         }
 }
 
-/* p (m) = softmax(p) in place (float32 exponentials, the sum in double). */
-static void softmax(float *p, size_t m)
-{
-    float mx = p[0];
-    for (size_t j = 1; j < m; j++) mx = p[j] > mx ? p[j] : mx;
-    double sum = 0;
-    for (size_t j = 0; j < m; j++) {
-        p[j] = expf(p[j] - mx);
-        sum += p[j];
-    }
-    float s = (float)sum;
-    for (size_t j = 0; j < m; j++) p[j] = p[j] / s;
-}
-
-/* One query row of one head: out (hd) = softmax(qi k^T * scale over keys 0..i) v, reading key
- * head kvh of k, v (n, nKV * hd); p (n) scratch. Masked keys (j > i) get weight exactly 0, as the
- * finfo.min mask gives after the softmax. */
-static void attend_row(float *out, const float *qi, const float *k, const float *v, float *p, size_t i,
-                       size_t kvh, size_t nKV, size_t hd, float scale)
-{
-    size_t kd = nKV * hd;
-    for (size_t j = 0; j <= i; j++) {
-        const float *kj = k + j * kd + kvh * hd;
-        double dot = 0;
-        for (size_t d = 0; d < hd; d++) dot += (double)qi[d] * kj[d];
-        p[j] = (float)dot * scale;
-    }
-    softmax(p, i + 1);
-    for (size_t d = 0; d < hd; d++) {
-        double acc = 0;
-        for (size_t j = 0; j <= i; j++) acc += (double)p[j] * v[j * kd + kvh * hd + d];
-        out[d] = (float)acc;
-    }
-}
-
-/* ctx (n, nH * hd) = causal attention of q (n, nH * hd) over k, v (n, nKV * hd); query head h
- * reads key/value head h / (nH / nKV) (repeat_kv repeats each kv head consecutively). p (n). */
-static void attention(float *ctx, const float *q, const float *k, const float *v, float *p, size_t n, size_t nH,
-                      size_t nKV, size_t hd, float scale)
-{
-    size_t rep = nH / nKV, qd = nH * hd;
-    for (size_t h = 0; h < nH; h++)
-        for (size_t i = 0; i < n; i++)
-            attend_row(ctx + i * qd + h * hd, q + i * qd + h * hd, k, v, p, i, h / rep, nKV, hd, scale);
-}
-
 /* g (m) = silu(g) * u, silu(x) = x / (1 + exp(-x)) as torch computes it in float32. */
 static void swiglu(float *g, const float *u, size_t m)
 {
     for (size_t i = 0; i < m; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-}
-
-/* h (m) += y (m): the residual connection. */
-static void residual(float *h, const float *y, size_t m)
-{
-    for (size_t i = 0; i < m; i++) h[i] = h[i] + y[i];
 }
 
 /* ============================================================================================ */
@@ -208,27 +137,27 @@ static int alloc_bufs(const llama *L, size_t n, llama_buf *b, float **mem, it_er
 /* The attention half of a layer: h += o_proj(attention(RoPE(q), RoPE(k), v)) of RMSNorm(h). */
 static int attn_block(it_model *m, const llama *L, const llama_layer *ly, llama_buf *b, size_t n, it_err *err)
 {
-    rmsnorm(b->x, b->h, ly->in_norm, n, L->H, L->eps);
+    it__rmsnorm(b->x, b->h, ly->in_norm, n, L->H, L->eps);
     TRY(it__linear(m, ly->q, b->x, n, b->q, err));
     TRY(it__linear(m, ly->k, b->x, n, b->k, err));
     TRY(it__linear(m, ly->v, b->x, n, b->v, err));
     rope_apply(b->q, b->cs, b->sn, n, L->nH, L->hd);
     rope_apply(b->k, b->cs, b->sn, n, L->nKV, L->hd);
-    attention(b->ctx, b->q, b->k, b->v, b->p, n, L->nH, L->nKV, L->hd, L->scale);
+    it__attention(b->ctx, b->q, b->k, b->v, n, n, L->nH, L->nKV, L->hd, L->scale, NULL, 1, b->p);
     TRY(it__linear(m, ly->o, b->ctx, n, b->y, err));
-    residual(b->h, b->y, n * L->H);
+    it__residual(b->h, b->y, n * L->H);
     return IT_OK;
 }
 
 /* The MLP half of a layer: h += down(silu(gate(x)) * up(x)), x = RMSNorm(h). */
 static int mlp_block(it_model *m, const llama *L, const llama_layer *ly, llama_buf *b, size_t n, it_err *err)
 {
-    rmsnorm(b->x, b->h, ly->post_norm, n, L->H, L->eps);
+    it__rmsnorm(b->x, b->h, ly->post_norm, n, L->H, L->eps);
     TRY(it__linear(m, ly->gate, b->x, n, b->g, err));
     TRY(it__linear(m, ly->up, b->x, n, b->u, err));
     swiglu(b->g, b->u, n * L->I);
     TRY(it__linear(m, ly->down, b->g, n, b->y, err));
-    residual(b->h, b->y, n * L->H);
+    it__residual(b->h, b->y, n * L->H);
     return IT_OK;
 }
 
@@ -236,13 +165,13 @@ static int mlp_block(it_model *m, const llama *L, const llama_layer *ly, llama_b
 static int run_layers(it_model *m, const llama *L, const int32_t *ids, size_t n, llama_buf *b, float *logits,
                       it_err *err)
 {
-    embed_rows(b->h, L->embed, ids, n, L->H);
+    it__embed_rows(b->h, L->embed, ids, n, L->H);
     rope_table(b->cs, b->sn, L->inv_freq, n, L->hd / 2);
     for (size_t l = 0; l < L->L; l++) {
         TRY(attn_block(m, L, &L->layer[l], b, n, err));
         TRY(mlp_block(m, L, &L->layer[l], b, n, err));
     }
-    rmsnorm(b->x, b->h, L->norm, n, L->H, L->eps);
+    it__rmsnorm(b->x, b->h, L->norm, n, L->H, L->eps);
     return it__linear(m, L->lm_head, b->x, n, logits, err);
 }
 
@@ -262,7 +191,18 @@ static int llama_forward(it_model *m, const int32_t *ids, size_t n, float *logit
     return rc;
 }
 
-static const it__model_ops LLAMA_OPS = {"llama", llama_forward, llama_free};
+/* it_model_run: the sample's ids, logits as the one output. */
+static int llama_run(it_model *m, const it_sample *s, it_outputs *out, it_err *err)
+{
+    TRY(it__check_ids(m, s->ids, s->n, m->cfg.max_position_embeddings, "input_ids", err));
+    float *logits = NULL;
+    if (out && !(logits = it__output_add(out, "logits", s->n, (size_t)m->cfg.vocab_size, 1)))
+        return it__fail(err, IT_ENOMEM, "%s: out of memory for the logits", m->dir);
+    if (out) out->logits = 1;
+    return llama_forward(m, s->ids, s->n, logits, err);
+}
+
+static const it__model_ops LLAMA_OPS = {"llama", llama_forward, llama_run, NULL, llama_free};
 
 /* ============================================================================================ */
 /* RoPE frequencies (FACTS 4.4; modeling_rope_utils.py), in float32 as torch computes them       */

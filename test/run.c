@@ -167,6 +167,7 @@ int main(int argc, char **argv)
     suite_solve();
     suite_output();
     suite_model();
+    suite_t5();
     suite_data();
     suite_merge();
     suite_demo();

@@ -510,7 +510,7 @@ static void test_model_bad_folders(void)
                   "expected [32, 64]");
     check_refused(derive_folder("norm", &norm), IT_ENOTFOUND, "post_attention_layernorm.weight is missing", "[64]");
     check_refused(derive_folder("gelu", &gelu), IT_EUNSUPPORTED, "hidden_act \"gelu\"", NULL);
-    check_refused("data/t5/base", IT_EUNSUPPORTED, "data/t5/base/config.json: t5 forward pass not built yet", NULL);
+    check_refused("data/unet/base", IT_EUNSUPPORTED, "data/unet/base/config.json: unet forward pass not built yet", NULL);
     check_refused("data/nowhere", IT_EINVAL, "data/nowhere", NULL);
     derive plain = {.dtype = IT_F32};
     const char *empty = test_tmppath("model-empty");
