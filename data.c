@@ -14,8 +14,16 @@
  */
 #include "internal.h"
 
+#include <inttypes.h>
+
 #include <stdlib.h>
 #include <string.h>
+
+#define TRY(expr)                                                                                  \
+    do {                                                                                           \
+        int try_rc_ = (expr);                                                                      \
+        if (try_rc_ != IT_OK) return try_rc_;                                                      \
+    } while (0)
 
 #define SAMPLES_MAX_BYTES ((size_t)1 << 30) /* 1 GiB: larger files are refused, not read */
 #define ID_MAX INT32_MAX                  /* token ids lie in [0, ID_MAX] */
@@ -122,7 +130,71 @@ static void sample_clear(it_sample *s)
     free(s->dec_ids);
     free(s->text);
     free(s->name);
+    free(s->image);
+    free(s->pix_file);
+    free(s->pix_tensor);
+    free(s->pixels);
     memset(s, 0, sizeof *s);
+}
+
+/* rel resolved against the folder of the samples file (an absolute rel is kept): malloc'd. */
+static char *resolve_path(const char *samples_path, const char *rel)
+{
+    if (rel[0] == '/') return it__strdup(rel);
+    const char *slash = strrchr(samples_path, '/');
+    if (!slash) return it__strdup(rel);
+    char *dir = it__strndup(samples_path, (size_t)(slash - samples_path) + 1);
+    char *out = dir ? it__path_join(dir, rel) : NULL;
+    free(dir);
+    return out;
+}
+
+/* "image": a path string, resolved. */
+static int image_get(it_sample *s, const it_json *obj, const line_at *at)
+{
+    char *rel = NULL;
+    int rc = str_get(obj, "image", &rel, at);
+    if (rc != IT_OK || !rel) return rc;
+    if (!rel[0]) rc = line_fail(at->err, IT_EFORMAT, at->path, at->line, "\"image\" is an empty path");
+    else if (!(s->image = resolve_path(at->path, rel)))
+        rc = line_fail(at->err, IT_ENOMEM, at->path, at->line, "out of memory");
+    free(rel);
+    return rc;
+}
+
+/* "pixel_values": {"file": path, "tensor": name, "index": k (optional, >= 0)}; other keys refused,
+ * so that a misspelt "index" is not silently the whole batch. */
+static int pixels_get(it_sample *s, const it_json *obj, const line_at *at)
+{
+    const it_json *v = it_json_get(obj, "pixel_values");
+    if (!v) return IT_OK;
+    if (v->type != IT_JSON_OBJ)
+        return line_fail(at->err, IT_EFORMAT, at->path, at->line,
+                         "\"pixel_values\" is %s, expected {\"file\": .., \"tensor\": .., \"index\": ..}",
+                         type_phrase(v->type));
+    for (size_t i = 0; i < v->n; i++) {
+        const char *k = v->keys[i];
+        if (strcmp(k, "file") && strcmp(k, "tensor") && strcmp(k, "index"))
+            return line_fail(at->err, IT_EFORMAT, at->path, at->line,
+                             "\"pixel_values\": unknown key \"%s\" (file, tensor, index)", k);
+    }
+    char *file = NULL;
+    int rc = str_get(v, "file", &file, at);
+    if (rc == IT_OK) rc = str_get(v, "tensor", &s->pix_tensor, at);
+    if (rc == IT_OK && (!file || !file[0] || !s->pix_tensor))
+        rc = line_fail(at->err, IT_EFORMAT, at->path, at->line, "\"pixel_values\" needs \"file\" and \"tensor\"");
+    if (rc == IT_OK && !(s->pix_file = resolve_path(at->path, file)))
+        rc = line_fail(at->err, IT_ENOMEM, at->path, at->line, "out of memory");
+    free(file);
+    const it_json *ix = it_json_get(v, "index");
+    s->pix_index = -1;
+    if (rc == IT_OK && ix) {
+        if (ix->type != IT_JSON_INT || !ix->i_ok || ix->i < 0)
+            rc = line_fail(at->err, IT_EFORMAT, at->path, at->line,
+                           "\"pixel_values\": \"index\" is %s, expected an integer >= 0", type_phrase(ix->type));
+        else s->pix_index = ix->i;
+    }
+    return rc;
 }
 
 /* Fills s from one line's object: "input_ids" or "ids" (equal when both are given),
@@ -146,8 +218,13 @@ static int sample_from_json(it_sample *s, const it_json *obj, const line_at *at)
     if (rc == IT_OK) rc = ids_get(obj, "decoder_input_ids", &s->dec_ids, &s->ndec, at);
     if (rc == IT_OK) rc = str_get(obj, "text", &s->text, at);
     if (rc == IT_OK) rc = str_get(obj, "name", &s->name, at);
-    if (rc == IT_OK && !s->ids && !s->text)
-        rc = line_fail(at->err, IT_EFORMAT, at->path, at->line, "no \"input_ids\", \"ids\" or \"text\"");
+    if (rc == IT_OK) rc = image_get(s, obj, at);
+    if (rc == IT_OK) rc = pixels_get(s, obj, at);
+    if (rc == IT_OK && s->image && s->pix_file)
+        rc = line_fail(at->err, IT_EFORMAT, at->path, at->line, "both \"image\" and \"pixel_values\" are given");
+    if (rc == IT_OK && !s->ids && !s->text && !s->image && !s->pix_file)
+        rc = line_fail(at->err, IT_EFORMAT, at->path, at->line,
+                       "no \"input_ids\", \"ids\", \"text\", \"image\" or \"pixel_values\"");
     if (rc != IT_OK) sample_clear(s);
     return rc;
 }
@@ -260,6 +337,75 @@ void it_samples_free(it_samples *ss)
     free(ss->s);
     free(ss->path);
     free(ss);
+}
+
+/* ============================================================================================ */
+/* Images                                                                                        */
+/* ============================================================================================ */
+
+/* The pixels of a "pixel_values" reference: the tensor [B, C, H, W] (any float dtype), item index
+ * or all B. */
+static int pixels_from_tensor(it_sample *s, const char *where, it_err *err)
+{
+    it_st *st = NULL;
+    int rc = it_st_open(&st, s->pix_file, err);
+    if (rc != IT_OK) {
+        it__err_prefix(err, where);
+        return rc;
+    }
+    const it_tensor *t = it_st_find(st, s->pix_tensor);
+    if (!t) rc = it__fail(err, IT_ENOTFOUND, "%s: %s has no tensor \"%s\"", where, s->pix_file, s->pix_tensor);
+    else if (t->ndim != 4)
+        rc = it__fail(err, IT_EFORMAT, "%s: %s: tensor %s has %zu dimensions, expected 4 [batch, channels, height, width]",
+                      where, s->pix_file, s->pix_tensor, t->ndim);
+    else if (s->pix_index >= 0 && (uint64_t)s->pix_index >= t->shape[0])
+        rc = it__fail(err, IT_EINVAL, "%s: pixel_values index %" PRId64 " is outside the batch of %" PRIu64, where,
+                      s->pix_index, t->shape[0]);
+    size_t all = rc == IT_OK ? (size_t)t->numel : 0, per = rc == IT_OK && t->shape[0] ? all / (size_t)t->shape[0] : 0;
+    float *f = rc == IT_OK ? it__malloc_n(all ? all : 1, sizeof *f) : NULL;
+    if (rc == IT_OK && !f) rc = it__fail(err, IT_ENOMEM, "%s: out of memory for pixel_values", where);
+    if (rc == IT_OK && (rc = it_tensor_to_f32(t, f, err)) != IT_OK) it__err_prefix(err, where);
+    if (rc == IT_OK) {
+        s->nimages = s->pix_index >= 0 ? 1 : (size_t)t->shape[0];
+        s->channels = (size_t)t->shape[1], s->height = (size_t)t->shape[2], s->width = (size_t)t->shape[3];
+        if (s->pix_index >= 0) memmove(f, f + (size_t)s->pix_index * per, per * sizeof *f);
+        s->pixels = f;
+        f = NULL;
+    }
+    free(f);
+    it_st_close(st);
+    return rc;
+}
+
+int it_samples_load_pixels(it_samples *ss, const it_model *m, it_err *err)
+{
+    const it_config *c = it_model_config(m);
+    it_image_proc proc;
+    int have_proc = 0;
+    for (size_t i = 0; i < ss->n; i++) {
+        it_sample *s = &ss->s[i];
+        if (s->pixels || (!s->image && !s->pix_file)) continue;
+        char where[IT_ERR_MAX / 2];
+        snprintf(where, sizeof where, "%s: line %zu", ss->path, s->line);
+        if (!c->vision_hidden)
+            return it__fail(err, IT_EINVAL, "%s: an image sample, but the model has no vision tower", where);
+        if (s->pix_file) {
+            TRY(pixels_from_tensor(s, where, err));
+            continue;
+        }
+        if (!have_proc) {
+            TRY(it_image_proc_load(&proc, it_model_dir(m), c->image_size, err));
+            have_proc = 1;
+        }
+        size_t h = 0, w = 0;
+        int rc = it_image_load(s->image, &proc, &s->pixels, &h, &w, err);
+        if (rc != IT_OK) {
+            it__err_prefix(err, where);
+            return rc;
+        }
+        s->nimages = 1, s->channels = 3, s->height = h, s->width = w;
+    }
+    return IT_OK;
 }
 
 /* ============================================================================================ */

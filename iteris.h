@@ -578,6 +578,7 @@ int it_model_load(it_model **out, const char *dir, it_err *err);
 void it_model_free(it_model *m);
 const it_config *it_model_config(const it_model *m);
 const it_st *it_model_weights(const it_model *m);         /* the base checkpoint */
+const char *it_model_dir(const it_model *m);              /* the model folder, as given */
 size_t it_model_site_count(const it_model *m);
 const it_model_site *it_model_site_at(const it_model *m, size_t i);
 int it_model_find_site(const it_model *m, const char *name, size_t *i); /* IT_ENOTFOUND */
@@ -712,6 +713,120 @@ int it_samples_choose(const it_samples *s, size_t k, uint64_t seed, size_t *idx,
  * held-out part (for eval and --alpha auto) of a calibration choice. idx is exactly what
  * it_samples_choose gives for (k, seed); k == n leaves rest empty. */
 int it_samples_split(const it_samples *s, size_t k, uint64_t seed, size_t *idx, size_t *rest, it_err *err);
+
+/* ============================================================================================ */
+/* Images (image.c)                                                                              */
+/* ============================================================================================ */
+/*
+ * CLIP image preprocessing for calibration samples given as binary PGM / PPM files.
+ *
+ * The pipeline is transformers' CLIPImageProcessor.preprocess (models/clip/image_processing_clip.py,
+ * image_transforms.py, version 4.40) on an image opened with PIL (Pillow 9.4, PpmImagePlugin.py):
+ *
+ *     file --read--> RGB uint8 [h x w x 3]       PIL's PPM reader; P5 grey replicated (convert("RGB"))
+ *          --resize--> uint8 [rh x rw x 3]        PIL Image.resize (libImaging/Resample.c), bit-exact
+ *          --crop--> uint8 [ch x cw x 3]          transformers center_crop (zero padding if smaller)
+ *          --rescale, normalize--> float32 [3 x ch x cw]
+ *
+ * Usage:
+ *
+ *     it_image_proc p;
+ *     it_err err;
+ *     float *px;
+ *     size_t h, w;
+ *     if (it_image_proc_load(&p, "clip-model", 224, &err) != IT_OK ||
+ *         it_image_load("cat.ppm", &p, &px, &h, &w, &err) != IT_OK) { puts(err.msg); return 1; }
+ *     ... px[(c * h + y) * w + x] ...
+ *     free(px);
+ */
+/* PIL's resampling filters, numbered as PIL.Image.Resampling (and transformers' PILImageResampling). */
+enum {
+    IT_RESAMPLE_NEAREST = 0, /* not supported (PIL uses an affine transform, not Resample.c) */
+    IT_RESAMPLE_LANCZOS = 1,
+    IT_RESAMPLE_BILINEAR = 2,
+    IT_RESAMPLE_BICUBIC = 3,
+    IT_RESAMPLE_BOX = 4,
+    IT_RESAMPLE_HAMMING = 5
+};
+
+/* Limits: PIL refuses images of more than 2 * Image.MAX_IMAGE_PIXELS pixels (DecompressionBombError);
+ * the same bound applies to the resized image. Sizes in preprocessor_config.json are at most
+ * IT_IMAGE_MAX_SIDE. */
+#define IT_IMAGE_MAX_PIXELS ((uint64_t)178956970)
+#define IT_IMAGE_MAX_SIDE 65536
+
+/* preprocessor_config.json of a model folder (CLIPImageProcessor); defaults = CLIPImageProcessor's
+ * when the file is absent (size shortest_edge 224, crop 224x224, bicubic, rescale 1/255, OpenAI
+ * mean/std), except that default_size (the model's vision image_size) replaces 224 when the file
+ * is absent. */
+typedef struct it_image_proc {
+    int do_resize;
+    int shortest;          /* 1: size {"shortest_edge": size_h}, the short side becomes size_h;
+                            * 0: size {"height": size_h, "width": size_w}, an exact size */
+    int64_t size_h, size_w; /* size_w unused when shortest */
+    int resample;          /* IT_RESAMPLE_* (not NEAREST) */
+    int do_center_crop;
+    int64_t crop_h, crop_w;
+    int do_rescale;
+    double rescale_factor; /* as written (a Python float), 1/255 by default */
+    int do_normalize;
+    double mean[3], std[3]; /* as written; used as float32, as numpy does */
+    int do_convert_rgb;    /* 0: a grey (P5) image is refused, as transformers cannot normalise it */
+} it_image_proc;
+
+/* Reads model_dir/preprocessor_config.json (model_dir may also be the file itself). Keys read:
+ * do_resize, size ({"shortest_edge": N}, optionally with "longest_edge", which CLIP ignores;
+ * {"height": H, "width": W}; an int N = shortest edge; [H, W]), resample (1..5), do_center_crop,
+ * crop_size ({"height", "width"}; an int N = N x N; [H, W]), do_rescale, rescale_factor,
+ * do_normalize, image_mean / image_std (3 numbers or one for all channels), do_convert_rgb; null
+ * means the default, as in the Python constructor. Other keys are ignored, but an
+ * image_processor_type / feature_extractor_type that is not CLIP's is IT_EUNSUPPORTED. A missing
+ * file gives the defaults (with default_size, if > 0, in place of 224); a bad value is IT_EFORMAT
+ * naming the file and key. */
+int it_image_proc_load(it_image_proc *p, const char *model_dir, int64_t default_size, it_err *err);
+
+/* The defaults above, without a file. */
+void it_image_proc_default(it_image_proc *p, int64_t default_size);
+
+/* Reads a P5/P6 file and preprocesses it: *pixels = malloc'd [3 x height x width] float32. */
+int it_image_load(const char *path, const it_image_proc *p, float **pixels, size_t *height, size_t *width,
+                  it_err *err);
+
+/* ---- the steps, exposed for tests ---- */
+
+/* Decodes a binary PGM (P5) or PPM (P6) held in buf[0..len) as PIL 9.4 reads it: header tokens
+ * separated by whitespace and '#' comments (to CR or LF), one whitespace byte after maxval, then
+ * the samples (1 byte each, or 2 big-endian when maxval > 255). maxval 255 is taken as is; another
+ * maxval scales each sample to round(v / maxval * 255), clamped at 255 (PpmDecoder). A 16-bit P5 is
+ * IT_EUNSUPPORTED: PIL reads it as mode "I", which convert("RGB") clips at 255. Bytes after the
+ * image are ignored. grey: a P5 image is RGB with r = g = b (convert("RGB")); *grey (if not NULL)
+ * tells which. *rgb = malloc'd [h x w x 3]. Any malformed input is IT_EFORMAT "<name>: <problem>". */
+int it_image_decode_pnm(const void *buf, size_t len, const char *name, uint8_t **rgb, size_t *h, size_t *w,
+                        int *grey, it_err *err);
+
+/* The size the resize step gives an h x w image: transformers' get_resize_output_image_size
+ * (default_to_square=False: the short side becomes N, the long side int(N * long / short)) or the
+ * exact size. No resize: h x w. */
+void it_image_resize_size(const it_image_proc *p, size_t h, size_t w, size_t *oh, size_t *ow);
+
+/* PIL's Image.resize((ow, oh), filter) of an RGB image (Resample.c, ImagingResampleInner):
+ * out [oh x ow x 3] from in [h x w x 3]. IT_EINVAL for an unsupported filter or a zero size,
+ * IT_ENOMEM. */
+int it_image_resize(uint8_t *out, const uint8_t *in, size_t h, size_t w, size_t oh, size_t ow, int filter,
+                    it_err *err);
+
+/* transformers' center_crop: out [ch x cw x 3], out(y, x) = in(y + top, x + left) with
+ * top = floor((h - ch) / 2), left = floor((w - cw) / 2), and 0 where that lies outside in. */
+void it_image_center_crop(uint8_t *out, const uint8_t *in, size_t h, size_t w, size_t ch, size_t cw);
+
+/* rescale then normalize, channel-first: out [3 x h x w] from in [h x w x 3], with
+ * v = float32(double(u8) * rescale_factor) (or float32(u8) without rescale), then
+ * (v - float32(mean[c])) / float32(std[c]) in float32. */
+void it_image_normalize(float *out, const uint8_t *in, size_t h, size_t w, const it_image_proc *p);
+
+/* resize, crop, rescale, normalize of rgb [h x w x 3]: *pixels = malloc'd [3 x *oh x *ow]. */
+int it_image_preprocess(const uint8_t *rgb, size_t h, size_t w, const it_image_proc *p, float **pixels, size_t *oh,
+                        size_t *ow, it_err *err);
 
 /* ============================================================================================ */
 /* The solve (iteris.c): one site at a time, free of any architecture                            */
@@ -888,11 +1003,13 @@ void it_merge_result_free(it_merge_result *r);
 int it_merge_alignment(it_model *m, const it_task *tasks, size_t ntasks, const it_merge_opts *o,
                        const it_merge_result *r, double *out, it_err *err);
 
-/* eval (DESIGN.md section 3) for one task on its held-out samples, z the logits:
- * rel_err = ||z_merged - z_i|| / ||z_i - z_base|| over all tokens (0 perfect, 1 no better than
- * the base), kl = mean per-token KL(p_i || p_merged), top1 = the fraction of tokens whose argmax
- * agrees. The merged model is m with the deltas merged[k] at sites merged_site[k], or merged_model
- * when that is not NULL. */
+/* eval (DESIGN.md section 3) for one task on its held-out samples, z the model's eval outputs
+ * (it_outputs: logits; CLIP's embeddings): rel_err = ||z_merged - z_i|| / ||z_i - z_base|| over all
+ * of them (0 perfect, 1 no better than the base); for logits kl = mean per-token KL(p_i ||
+ * p_merged) and top1 = the fraction of tokens whose argmax agrees (NaN for other outputs). tokens
+ * counts the rows compared. The merged model is m with the deltas merged[k] at sites
+ * merged_site[k], or merged_model when that is not NULL. Samples of an encoder-decoder model need
+ * their decoder ids (it_samples_complete). */
 typedef struct it_eval_result {
     double rel_err, kl, top1;
     size_t tokens;
@@ -901,6 +1018,13 @@ typedef struct it_eval_result {
 int it_eval_task(it_model *m, const it_adapter *ad, const it_delta *merged, const size_t *merged_site, size_t nmerged,
                  it_model *merged_model, const it_sample *const *samples, size_t nsamples, it_eval_result *out,
                  it_err *err);
+
+/* For an encoder-decoder model (it_model_needs_decoder_ids), fills the decoder ids of every sample
+ * of ss that has none by greedy decoding (it_model_generate, at most gen_len new tokens) with
+ * adapter ad installed alone (NULL: the model as it is), so that task i's X_i and Xt_i, and eval's
+ * three models, all see the same positions. Other models: nothing to do. Errors name the samples
+ * file and line. */
+int it_samples_complete(it_model *m, const it_adapter *ad, it_samples *ss, size_t gen_len, it_err *err);
 
 /* ============================================================================================ */
 /* Demo (demo.c): `iteris demo`, the whole pipeline on files it makes itself                     */

@@ -570,11 +570,13 @@ static int cmd_solve(int argc, char **argv)
 /* ============================================================================================ */
 
 #define MAX_PATHS 64
+#define GEN_LEN_DEFAULT 16 /* --gen-len */
 
 /* Everything a merge or an eval loads: the model, the adapters, the samples. */
 typedef struct run_inputs {
     const char *base, *lora[MAX_PATHS], *data[MAX_PATHS];
     size_t nlora, ndata;
+    size_t gen_len;               /* --gen-len: greedy decoding's length for encoder-decoder samples */
     it_model *model;
     it_adapter *ad[MAX_PATHS];
     it_samples *smp[MAX_PATHS];
@@ -590,6 +592,19 @@ static void run_inputs_free(run_inputs *in)
         free((void *)in->chosen[i]);
     }
     it_model_free(in->model);
+}
+
+/* What a samples file needs before model m runs it: ids (text needs a tokenizer, not built yet),
+ * the pixels of image samples, and for an encoder-decoder model decoder ids made by greedy
+ * decoding with adapter ad installed (NULL: the model as it is). */
+static int prepare_samples(it_model *m, const it_adapter *ad, it_samples *ss, size_t gen_len, it_err *err)
+{
+    for (size_t j = 0; j < ss->n; j++)
+        if (!ss->s[j].ids && ss->s[j].text)
+            return errf(err, IT_EUNSUPPORTED, "%s: line %zu: a \"text\" sample needs a tokenizer, which this version "
+                        "does not have; give \"input_ids\"", ss->path, ss->s[j].line);
+    int rc = it_samples_load_pixels(ss, m, err);
+    return rc == IT_OK ? it_samples_complete(m, ad, ss, gen_len, err) : rc;
 }
 
 /* Loads the model, the adapters and the samples (samples_per_task 0: all of them). */
@@ -610,10 +625,7 @@ static int load_inputs(run_inputs *in, size_t samples_per_task, uint64_t seed, i
             return errf(err, IT_ENOMEM, "out of memory");
         }
         rc = it_samples_choose(in->smp[i], k, seed, idx, err);
-        for (size_t j = 0; rc == IT_OK && j < n; j++)
-            if (!in->smp[i]->s[j].ids)
-                rc = errf(err, IT_EUNSUPPORTED, "%s: line %zu: a \"text\" sample needs a tokenizer, which this version "
-                          "does not have; give \"input_ids\"", in->data[i], in->smp[i]->s[j].line);
+        if (rc == IT_OK) rc = prepare_samples(in->model, in->ad[i], in->smp[i], in->gen_len, err);
         for (size_t j = 0; rc == IT_OK && j < k; j++) in->chosen[i][j] = &in->smp[i]->s[idx[j]];
         in->nchosen[i] = k;
         free(idx);
@@ -883,6 +895,7 @@ static int cmd_merge(int argc, char **argv)
     static double weights[MAX_TASKS];
     it_merge_opts_default(&a.mo);
     a.format = "lora";
+    a.in.gen_len = GEN_LEN_DEFAULT;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--alpha") && i + 1 < argc && !strcmp(argv[i + 1], "auto")) {
             a.alpha_auto = 1, i++;
@@ -897,7 +910,7 @@ static int cmd_merge(int argc, char **argv)
         int takes = !strcmp(opt, "--base") || !strcmp(opt, "--lora") || !strcmp(opt, "--data") || !strcmp(opt, "--out") ||
                     !strcmp(opt, "--schedule") || !strcmp(opt, "--iters") || !strcmp(opt, "--tol") ||
                     !strcmp(opt, "--samples") || !strcmp(opt, "--format") || !strcmp(opt, "--rank") ||
-                    !strcmp(opt, "--report") || !strcmp(opt, "--x-policy");
+                    !strcmp(opt, "--report") || !strcmp(opt, "--x-policy") || !strcmp(opt, "--gen-len");
         if (!takes) {
             snprintf(why, sizeof why, "merge: unknown option '%s'", opt);
             return usage(why);
@@ -924,6 +937,10 @@ static int cmd_merge(int argc, char **argv)
         } else if (!strcmp(opt, "--tol")) {
             if (!number(val, &v) || v < 0) return usage("merge: --tol takes a number >= 0");
             a.mo.tol = v;
+        } else if (!strcmp(opt, "--gen-len")) {
+            long n = positive(val);
+            if (!n || n > 4096) return usage("merge: --gen-len takes 1 to 4096");
+            a.in.gen_len = (size_t)n;
         } else if (!strcmp(opt, "--samples")) {
             long n = positive(val);
             if (!n) return usage("merge: --samples takes a positive count");
@@ -1098,6 +1115,7 @@ static int cmd_eval(int argc, char **argv)
     static run_inputs in;
     const char *merged = NULL;
     int json = 0;
+    in.gen_len = GEN_LEN_DEFAULT;
     for (int i = 0; i < argc; i++) {
         const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(opt, "--json")) json = 1;
@@ -1105,7 +1123,11 @@ static int cmd_eval(int argc, char **argv)
         else if (!strcmp(opt, "--lora") && val && in.nlora < MAX_PATHS) in.lora[in.nlora++] = argv[++i];
         else if (!strcmp(opt, "--data") && val && in.ndata < MAX_PATHS) in.data[in.ndata++] = argv[++i];
         else if (!strcmp(opt, "--merged") && val) merged = argv[++i];
-        else if (!strcmp(opt, "--threads") && val) {
+        else if (!strcmp(opt, "--gen-len") && val) {
+            long n = positive(argv[++i]);
+            if (!n || n > 4096) return usage("eval: --gen-len takes 1 to 4096");
+            in.gen_len = (size_t)n;
+        } else if (!strcmp(opt, "--threads") && val) {
             long t = positive(argv[++i]);
             if (!t || it_set_threads((int)t) != IT_OK) return usage("eval: --threads takes 1 to 256");
         } else {
@@ -1137,10 +1159,13 @@ static int cmd_eval(int argc, char **argv)
         }
         printf("], \"mean_rel_err\": "), json_num(mean), printf("}}, \"seconds\": "), json_num(secs), printf("}\n");
     } else if (rc == IT_OK) {
-        printf("%-14s %-6s %10s %10s %8s %8s\n", "method", "task", "rel_err", "kl", "top1", "tokens");
-        for (size_t i = 0; i < in.nlora; i++)
-            printf("%-14s %-6zu %10.4f %10.4g %8.3f %8zu\n", mo.method, i + 1, r[i].rel_err, r[i].kl, r[i].top1,
-                   r[i].tokens);
+        printf("%-14s %-6s %10s %10s %8s %8s\n", "method", "task", "rel_err", "kl", "top1", "rows");
+        for (size_t i = 0; i < in.nlora; i++) {
+            printf("%-14s %-6zu %10.4f ", mo.method, i + 1, r[i].rel_err);
+            if (isnan(r[i].kl)) printf("%10s %8s", "-", "-"); /* outputs that are not logits */
+            else printf("%10.4g %8.3f", r[i].kl, r[i].top1);
+            printf(" %8zu\n", r[i].tokens);
+        }
         printf("%-14s %-6s %10.4f\n", mo.method, "mean", mean);
     }
     merged_out_free(&mo);
@@ -1196,6 +1221,7 @@ static int f32_tensor(it_tensor *t, char *name, uint64_t *shape, const float *x,
 static int cmd_forward(int argc, char **argv)
 {
     const char *model_dir = NULL, *lora = NULL, *merged = NULL, *inputs = NULL, *dump = NULL;
+    size_t gen_len = GEN_LEN_DEFAULT;
     for (int i = 0; i < argc; i++) {
         const char *opt = argv[i];
         int has = i + 1 < argc;
@@ -1204,7 +1230,11 @@ static int cmd_forward(int argc, char **argv)
         else if (!strcmp(opt, "--merged") && has) merged = argv[++i];
         else if (!strcmp(opt, "--inputs") && has) inputs = argv[++i];
         else if (!strcmp(opt, "--dump") && has) dump = argv[++i];
-        else if (!strcmp(opt, "--threads") && has) {
+        else if (!strcmp(opt, "--gen-len") && has) {
+            long n = positive(argv[++i]);
+            if (!n || n > 4096) return usage("forward: --gen-len takes 1 to 4096");
+            gen_len = (size_t)n;
+        } else if (!strcmp(opt, "--threads") && has) {
             long t = positive(argv[++i]);
             if (!t || it_set_threads((int)t) != IT_OK) return usage("forward: --threads takes 1 to 256");
         } else {
@@ -1226,31 +1256,47 @@ static int cmd_forward(int argc, char **argv)
     if (rc == IT_OK) rc = it_samples_load(&smp, inputs, &err);
     if (rc == IT_OK && (lora || merged)) rc = load_merged(&mo, lora ? lora : merged, m, &err);
     if (rc == IT_OK && mo.model) rc = errf(&err, IT_EINVAL, "forward: give a model folder with --model, not --merged");
-    size_t ns = m ? it_model_site_count(m) : 0, V = m ? (size_t)it_model_config(m)->vocab_size : 0;
+    size_t ns = m ? it_model_site_count(m) : 0;
     dump_ctx dc = {calloc(ns + 1, sizeof *dc.sites), 0};
-    float *logits = NULL;
-    size_t rows = 0;
+    dump_site outs[IT_MAX_OUTPUTS] = {{0}};
+    const char *out_names[IT_MAX_OUTPUTS] = {0};
+    size_t nouts = 0;
     if (rc == IT_OK && !dc.sites) rc = errf(&err, IT_ENOMEM, "out of memory");
     for (size_t k = 0; rc == IT_OK && k < ns; k++) dc.sites[k].want = !(lora || merged);
     for (size_t k = 0; rc == IT_OK && k < mo.n; k++) {
         dc.sites[mo.site[k]].want = 1;
         it_model_set_delta(m, mo.site[k], &mo.d[k]);
     }
+    if (rc == IT_OK) rc = prepare_samples(m, NULL, smp, gen_len, &err); /* decoder ids from this very model */
     if (rc == IT_OK) it_model_set_observer(m, dump_observer, &dc);
-    for (size_t k = 0; rc == IT_OK && k < smp->n; k++) {
-        float *nl = realloc(logits, (rows + smp->s[k].n) * V * sizeof *nl);
-        if (!nl) rc = errf(&err, IT_ENOMEM, "out of memory");
-        else logits = nl, rc = it_model_forward(m, smp->s[k].ids, smp->s[k].n, logits + rows * V, &err);
-        rows += smp->s[k].n;
+    for (size_t k = 0; rc == IT_OK && k < smp->n; k++) { /* each output concatenated over the samples */
+        it_outputs o;
+        rc = it_model_run(m, &smp->s[k], &o, &err);
+        for (size_t j = 0; rc == IT_OK && j < o.n; j++) {
+            size_t slot = 0;
+            while (slot < nouts && strcmp(out_names[slot], o.o[j].name)) slot++;
+            if (slot == nouts && nouts < IT_MAX_OUTPUTS) out_names[nouts++] = o.o[j].name;
+            if (slot < nouts && outs[slot].rows && outs[slot].d != o.o[j].cols)
+                rc = errf(&err, IT_EINVAL, "%s: line %zu: output %s has %zu columns, earlier samples %zu", inputs,
+                          smp->s[k].line, o.o[j].name, o.o[j].cols, outs[slot].d);
+            else if (slot < nouts) {
+                dump_ctx one = {&outs[slot], 0};
+                outs[slot].want = 1;
+                dump_observer(&one, 0, o.o[j].data, o.o[j].rows, o.o[j].cols);
+                if (one.oom) dc.oom = 1;
+            }
+        }
+        it_outputs_free(&o);
         if (rc == IT_OK && dc.oom) rc = errf(&err, IT_ENOMEM, "out of memory");
     }
-    /* logits, then inputs.<site> for every site observed */
-    it_tensor *t = calloc(ns + 1, sizeof *t);
-    uint64_t *shapes = calloc(2 * (ns + 1), sizeof *shapes);
+    /* the outputs, then inputs.<site> for every site observed */
+    it_tensor *t = calloc(ns + IT_MAX_OUTPUTS, sizeof *t);
+    uint64_t *shapes = calloc(2 * (ns + IT_MAX_OUTPUTS), sizeof *shapes);
     char **names = calloc(ns + 1, sizeof *names);
     size_t nt = 0;
     if (rc == IT_OK && (!t || !shapes || !names)) rc = errf(&err, IT_ENOMEM, "out of memory");
-    if (rc == IT_OK) rc = f32_tensor(&t[nt], "logits", shapes, logits, rows, V, &err), nt++;
+    for (size_t k = 0; rc == IT_OK && k < nouts; k++, nt++)
+        rc = f32_tensor(&t[nt], (char *)out_names[k], shapes + 2 * nt, outs[k].x, outs[k].rows, outs[k].d, &err);
     for (size_t k = 0; rc == IT_OK && k < ns; k++) {
         if (!dc.sites[k].want || !dc.sites[k].rows) continue;
         const char *sn = it_model_site_at(m, k)->name;
@@ -1267,7 +1313,8 @@ static int cmd_forward(int argc, char **argv)
     if (rc == IT_OK) rc = it_st_save(dump, t, nt, mk, mv, 1, &err);
     for (size_t k = 0; t && k < nt; k++) free((void *)t[k].data);
     for (size_t k = 0; dc.sites && k < ns; k++) free(dc.sites[k].x), free(names ? names[k] : NULL);
-    free(t), free(shapes), free(names), free(dc.sites), free(logits);
+    for (size_t k = 0; k < IT_MAX_OUTPUTS; k++) free(outs[k].x);
+    free(t), free(shapes), free(names), free(dc.sites);
     if (m) it_model_clear_deltas(m);
     merged_out_free(&mo);
     it_samples_free(smp);

@@ -151,7 +151,7 @@ static void drop_rows(merge_state *st, size_t task)
 static int run_sample(merge_state *st, size_t task, const it_sample *smp, int phase)
 {
     st->phase = phase;
-    int rc = it_model_forward(st->m, smp->ids, smp->n, NULL, st->err);
+    int rc = it_model_run(st->m, smp, NULL, st->err);
     if (rc == IT_OK && st->failed)
         rc = it__fail(st->err, st->failed, "task %zu: %s while collecting the site inputs", task + 1,
                       st->failed == IT_ENOMEM ? "out of memory" : "the rows changed between passes");
@@ -388,6 +388,22 @@ static int merge_setup(merge_state *st)
     return IT_OK;
 }
 
+/* Every task reaches the sites it adapts: a site whose input its samples never produce (text-only
+ * samples for a vision tower's site) would silently lose that task's change there. */
+static int check_reached(merge_state *st)
+{
+    for (size_t s = 0; s < st->nsites; s++) {
+        size_t g = it_model_site_at(st->m, st->msite[s])->group;
+        for (size_t i = 0; i < st->ntasks; i++)
+            if (st->sites[s].mods[i] && stats_at(st, i, g)->total == 0)
+                return it__fail(st->err, IT_EINVAL,
+                                "site %s: adapted by task %zu (%s), but none of its samples reach it (an image site "
+                                "with text-only samples, or the reverse?)",
+                                st->sites[s].name, i + 1, st->tasks[i].adapter->path);
+    }
+    return IT_OK;
+}
+
 static void merge_state_free(merge_state *st)
 {
     for (size_t k = 0; st->gs && k < st->ntasks * st->ngroups; k++)
@@ -431,6 +447,7 @@ int it_merge(it_model *m, const it_task *tasks, size_t ntasks, const it_merge_op
         for (size_t g = 0; rc == IT_OK && g < st.ngroups; g++)
             if (st.active[g]) mirror(stats_at(&st, i, g)->xx, st.din[g]);
     }
+    if (rc == IT_OK && stats) rc = check_reached(&st);
     if (rc == IT_OK)
         rc = o->schedule == IT_SCHEDULE_SWEEP && o->solve.method == IT_METHOD_ITERIS ? schedule_sweep(&st, res, t0)
                                                                                       : schedule_iterate(&st, res, t0);
@@ -519,17 +536,14 @@ static int install_modules(it_model *m, const it_adapter *ad, it_delta *d, it_er
     return IT_OK;
 }
 
-/* Adds one sample's comparison: zm merged, zi the task's model, zb the base, [n x V] each. */
-static void eval_accumulate(const float *zm, const float *zi, const float *zb, size_t n, size_t V, double *num,
-                            double *den, double *kl, double *agree)
+/* Adds one sample's logits comparison (KL, top-1): zm merged, zi the task's model, [n x V] each. */
+static void eval_logits(const float *zm, const float *zi, size_t n, size_t V, double *kl, double *agree)
 {
     for (size_t t = 0; t < n; t++) {
-        const float *a = zi + t * V, *b = zm + t * V, *c = zb + t * V;
+        const float *a = zi + t * V, *b = zm + t * V;
         double ma = -INFINITY, mb = -INFINITY;
         size_t ia = 0, ib = 0;
         for (size_t v = 0; v < V; v++) {
-            *num += ((double)b[v] - a[v]) * ((double)b[v] - a[v]);
-            *den += ((double)a[v] - c[v]) * ((double)a[v] - c[v]);
             if (a[v] > ma) ma = a[v], ia = v;
             if (b[v] > mb) mb = b[v], ib = v;
         }
@@ -542,38 +556,83 @@ static void eval_accumulate(const float *zm, const float *zi, const float *zb, s
     }
 }
 
+/* Adds the eval outputs of one sample: ||zm - zi||^2 to num, ||zi - zb||^2 to den, and for logits
+ * KL and top-1 per row. */
+static int eval_accumulate(const it_outputs *zm, const it_outputs *zi, const it_outputs *zb, double *num,
+                           double *den, double *kl, double *agree, size_t *rows, it_err *err)
+{
+    if (zm->n != zi->n || zb->n != zi->n) return it__fail(err, IT_EINVAL, "eval: the models' outputs differ");
+    for (size_t k = 0; k < zi->n; k++) {
+        const it_output *a = &zi->o[k], *b = &zm->o[k], *c = &zb->o[k];
+        if (!a->eval) continue;
+        if (b->rows != a->rows || b->cols != a->cols || c->rows != a->rows || c->cols != a->cols)
+            return it__fail(err, IT_EINVAL, "eval: output %s has different shapes", a->name);
+        for (size_t j = 0; j < a->rows * a->cols; j++) {
+            *num += ((double)b->data[j] - a->data[j]) * ((double)b->data[j] - a->data[j]);
+            *den += ((double)a->data[j] - c->data[j]) * ((double)a->data[j] - c->data[j]);
+        }
+        if (zi->logits) eval_logits(b->data, a->data, a->rows, a->cols, kl, agree);
+        *rows += a->rows;
+    }
+    return IT_OK;
+}
+
 int it_eval_task(it_model *m, const it_adapter *ad, const it_delta *merged, const size_t *merged_site, size_t nmerged,
                  it_model *merged_model, const it_sample *const *samples, size_t nsamples, it_eval_result *out,
                  it_err *err)
 {
-    size_t V = (size_t)it_model_config(m)->vocab_size, maxn = 0, tokens = 0;
-    for (size_t k = 0; k < nsamples; k++) maxn = samples[k]->n > maxn ? samples[k]->n : maxn;
-    float *zb = it__malloc_n(maxn * V + 1, sizeof *zb), *zi = it__malloc_n(maxn * V + 1, sizeof *zi);
-    float *zm = it__malloc_n(maxn * V + 1, sizeof *zm);
     it_delta *d = it__calloc(ad->n + 1, sizeof *d);
-    int rc = zb && zi && zm && d ? IT_OK : it__fail(err, IT_ENOMEM, "out of memory");
+    int rc = d ? IT_OK : it__fail(err, IT_ENOMEM, "out of memory"), logits = 0;
     double num = 0, den = 0, kl = 0, agree = 0;
+    size_t rows = 0;
     for (size_t k = 0; rc == IT_OK && k < nsamples; k++) {
         const it_sample *s = samples[k];
+        it_outputs zb = {0}, zi = {0}, zm = {0};
         it_model_clear_deltas(m);
-        rc = it_model_forward(m, s->ids, s->n, zb, err);
+        rc = it_model_run(m, s, &zb, err);
         if (rc == IT_OK) rc = install_modules(m, ad, d, err);
-        if (rc == IT_OK) rc = it_model_forward(m, s->ids, s->n, zi, err);
-        if (rc == IT_OK && merged_model) rc = it_model_forward(merged_model, s->ids, s->n, zm, err);
+        if (rc == IT_OK) rc = it_model_run(m, s, &zi, err);
+        if (rc == IT_OK && merged_model) rc = it_model_run(merged_model, s, &zm, err);
         if (rc == IT_OK && !merged_model) {
             it_model_clear_deltas(m);
             for (size_t j = 0; j < nmerged; j++) it_model_set_delta(m, merged_site[j], &merged[j]);
-            rc = it_model_forward(m, s->ids, s->n, zm, err);
+            rc = it_model_run(m, s, &zm, err);
         }
-        if (rc == IT_OK) eval_accumulate(zm, zi, zb, s->n, V, &num, &den, &kl, &agree);
-        tokens += s->n;
+        if (rc == IT_OK) rc = eval_accumulate(&zm, &zi, &zb, &num, &den, &kl, &agree, &rows, err);
+        logits = zi.logits;
+        it_outputs_free(&zb), it_outputs_free(&zi), it_outputs_free(&zm);
     }
     it_model_clear_deltas(m);
-    free(zb), free(zi), free(zm), free(d);
+    free(d);
     if (rc != IT_OK) return rc;
     out->rel_err = den > 0 ? sqrt(num / den) : (num > 0 ? INFINITY : 0.0);
-    out->kl = tokens ? kl / (double)tokens : 0.0;
-    out->top1 = tokens ? agree / (double)tokens : 0.0;
-    out->tokens = tokens;
+    out->kl = logits && rows ? kl / (double)rows : NAN;
+    out->top1 = logits && rows ? agree / (double)rows : NAN;
+    out->tokens = rows;
     return IT_OK;
+}
+
+/* ============================================================================================ */
+/* Decoder inputs for encoder-decoder models                                                     */
+/* ============================================================================================ */
+
+int it_samples_complete(it_model *m, const it_adapter *ad, it_samples *ss, size_t gen_len, it_err *err)
+{
+    if (!it_model_needs_decoder_ids(m)) return IT_OK;
+    it_delta *d = ad ? it__calloc(ad->n + 1, sizeof *d) : NULL;
+    int rc = !ad || d ? IT_OK : it__fail(err, IT_ENOMEM, "out of memory");
+    if (rc == IT_OK && ad) rc = install_modules(m, ad, d, err);
+    for (size_t k = 0; rc == IT_OK && k < ss->n; k++) {
+        it_sample *s = &ss->s[k];
+        if (s->dec_ids || !s->ids) continue;
+        rc = it_model_generate(m, s->ids, s->n, gen_len, &s->dec_ids, &s->ndec, err);
+        if (rc != IT_OK) {
+            char where[IT_ERR_MAX / 2];
+            snprintf(where, sizeof where, "%s: line %zu", ss->path, s->line);
+            it__err_prefix(err, where);
+        }
+    }
+    if (ad) it_model_clear_deltas(m);
+    free(d);
+    return rc;
 }

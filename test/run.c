@@ -168,6 +168,8 @@ int main(int argc, char **argv)
     suite_output();
     suite_model();
     suite_t5();
+    suite_clip();
+    suite_image();
     suite_data();
     suite_merge();
     suite_demo();

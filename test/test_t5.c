@@ -281,10 +281,66 @@ static void test_t5_refusals(void)
     it_model_free(m);
 }
 
+/* The merge on T5: decoder ids made per task by greedy decoding with the task's own adapter, then
+ * the sweep (groups in execution order: encoder, the cross keys and values, decoder) lands exactly
+ * where iterate does with as many iterations as there are groups. */
+static void test_t5_sweep_equals_iterate(void)
+{
+    if (test_skip_slow()) return;
+    static const char lines[] = "{\"input_ids\": [140, 93, 179, 128, 24, 1]}\n"
+                                "{\"input_ids\": [148, 125, 229, 60, 147, 117, 26, 30, 145, 204, 1]}\n"
+                                "{\"input_ids\": [5, 9, 77, 200, 31, 1]}\n"
+                                "{\"input_ids\": [12, 250, 3, 1], \"decoder_input_ids\": [0, 7, 7]}\n";
+    it_model *m = NULL;
+    it_adapter *ad[3] = {0};
+    it_samples *ss[3] = {0};
+    const it_sample *ptr[3][4];
+    it_task tasks[3];
+    it_err e = {0};
+    int rc = it_model_load(&m, "data/t5/base", &e);
+    for (int i = 0; rc == IT_OK && i < 3; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "data/t5/adapters/%s", ADAPTERS[i]);
+        rc = it_adapter_load(&ad[i], path, &e);
+        if (rc == IT_OK) rc = it_samples_parse(&ss[i], lines, sizeof lines - 1, "t5-samples", &e);
+        if (rc == IT_OK) rc = it_samples_complete(m, ad[i], ss[i], 5, &e);
+        for (size_t k = 0; rc == IT_OK && k < 4; k++) ptr[i][k] = &ss[i]->s[k];
+        tasks[i] = (it_task){ad[i], ptr[i], 4};
+    }
+    CHECKF(rc == IT_OK, "%s", e.msg);
+    if (rc == IT_OK) {
+        CHECK(ss[0]->s[3].ndec == 3 && ss[0]->s[3].dec_ids[1] == 7); /* given ids are kept */
+        for (int i = 0; i < 3; i++)
+            for (size_t k = 0; k < 3; k++) CHECK(ss[i]->s[k].ndec >= 1 && ss[i]->s[k].ndec <= 6);
+        it_merge_opts o;
+        it_merge_opts_default(&o);
+        o.solve.alpha1 = o.solve.alpha2 = 0.05;
+        o.schedule = IT_SCHEDULE_SWEEP;
+        it_merge_result *sw = NULL, *it = NULL;
+        CHECKF(it_merge(m, tasks, 3, &o, &sw, &e) == IT_OK, "%s", e.msg);
+        it_model_clear_deltas(m);
+        o.schedule = IT_SCHEDULE_ITERATE, o.iters = sw ? (int)sw->nsteps : 21, o.tol = 0;
+        CHECKF(it_merge(m, tasks, 3, &o, &it, &e) == IT_OK, "%s", e.msg);
+        it_model_clear_deltas(m);
+        if (sw && it) {
+            CHECKF(sw->nsteps == 21 && sw->nsites == 36, "%zu steps, %zu sites", sw->nsteps, sw->nsites);
+            double worst = 0;
+            for (size_t s = 0; s < sw->nsites; s++)
+                for (size_t k = 0; k < (size_t)(sw->sites[s].d_out * sw->sites[s].d_in); k++)
+                    worst = fmax(worst, fabs(sw->wstar[s][k] - it->wstar[s][k]));
+            CHECKF(worst == 0.0, "sweep vs iterate(%zu): max |diff| %.3g", sw->nsteps, worst);
+        }
+        it_merge_result_free(sw), it_merge_result_free(it);
+    }
+    for (int i = 0; i < 3; i++) it_adapter_free(ad[i]), it_samples_free(ss[i]);
+    it_model_free(m);
+}
+
 void suite_t5(void)
 {
     RUN(test_t5_golden);
     RUN(test_t5_generate);
     RUN(test_t5_encoder_model);
     RUN(test_t5_refusals);
+    RUN(test_t5_sweep_equals_iterate);
 }
