@@ -451,6 +451,39 @@ static void test_clip_classes(void)
     free_inputs(&in);
 }
 
+/* Pooling (FACTS 6.4): with eos_token_id 2 (legacy configs) the row of the largest id, else the
+ * first row holding eos_token_id, row 0 when none does. */
+static void test_clip_pooling(void)
+{
+    int32_t ids[5] = {3, 200, 9, 201, 5}; /* no 255: the fixture's eos is absent */
+    it_sample s = {0};
+    s.ids = ids, s.n = 5;
+    for (int legacy = 0; legacy < 2; legacy++) {
+        const char *dir = class_folder("CLIPTextModel");
+        char path[4200];
+        snprintf(path, sizeof path, "%s/config.json", dir);
+        size_t len = 0;
+        char *cfg = (char *)test_read_file(path, &len), *at = cfg ? strstr(cfg, "\"eos_token_id\": 255") : NULL;
+        CHECK(at != NULL);
+        if (at && legacy) memcpy(at, "\"eos_token_id\":   2", strlen("\"eos_token_id\": 255"));
+        CHECK(cfg && test_write_file(path, cfg, len) == 0);
+        free(cfg);
+        it_model *m = NULL;
+        it_outputs o;
+        it_err e = {0};
+        int rc = it_model_load(&m, dir, &e);
+        if (rc == IT_OK) rc = it_model_run(m, &s, &o, &e);
+        CHECKF(rc == IT_OK, "%s", e.msg);
+        if (rc == IT_OK) {
+            size_t row = legacy ? 3 : 0;
+            CHECKF(o.n == 2 && !memcmp(o.o[1].data, o.o[0].data + row * 64, 64 * sizeof(float)),
+                   "eos_token_id %s: the pooled row is not %zu", legacy ? "2" : "255", row);
+            it_outputs_free(&o);
+        }
+        it_model_free(m);
+    }
+}
+
 /* ============================================================================================ */
 /* Calls                                                                                         */
 /* ============================================================================================ */
@@ -527,6 +560,57 @@ static void test_clip_observer_stop(void)
     } else {
         CHECKF(0, "%s", e.msg);
     }
+    it_model_free(m);
+    free_inputs(&in);
+}
+
+/* The sweep over CLIP's two towers (text groups, then vision groups) lands exactly where iterate
+ * does with as many iterations as there are groups. */
+static void test_clip_sweep_equals_iterate(void)
+{
+    if (test_skip_slow()) return;
+    inputs in;
+    if (load_inputs(&in)) return;
+    it_sample both[2];
+    const it_sample *ptr[2] = {&both[0], &both[1]};
+    for (int k = 0; k < 2; k++) {
+        both[k] = in.text[k];
+        both[k].pixels = in.image.pixels + (size_t)k * 3 * 32 * 32;
+        both[k].nimages = 1, both[k].channels = 3, both[k].height = both[k].width = 32;
+    }
+    it_model *m = NULL;
+    it_adapter *ad[3] = {0};
+    it_task tasks[3];
+    it_err e = {0};
+    int rc = it_model_load(&m, "data/clip/base", &e);
+    for (int i = 0; rc == IT_OK && i < 3; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "data/clip/adapters/%s", ADAPTERS[i]);
+        rc = it_adapter_load(&ad[i], path, &e);
+        tasks[i] = (it_task){ad[i], ptr, 2};
+    }
+    CHECKF(rc == IT_OK, "%s", e.msg);
+    it_merge_result *sw = NULL, *it = NULL;
+    if (rc == IT_OK) {
+        it_merge_opts o;
+        it_merge_opts_default(&o);
+        o.solve.alpha1 = o.solve.alpha2 = 0.05;
+        o.schedule = IT_SCHEDULE_SWEEP;
+        CHECKF(it_merge(m, tasks, 3, &o, &sw, &e) == IT_OK, "%s", e.msg);
+        o.schedule = IT_SCHEDULE_ITERATE, o.iters = sw ? (int)sw->nsteps : 16, o.tol = 0;
+        CHECKF(it_merge(m, tasks, 3, &o, &it, &e) == IT_OK, "%s", e.msg);
+        it_model_clear_deltas(m);
+    }
+    if (sw && it) {
+        CHECKF(sw->nsteps == 16 && sw->nsites == 24, "%zu steps, %zu sites", sw->nsteps, sw->nsites);
+        double worst = 0;
+        for (size_t s = 0; s < sw->nsites; s++)
+            for (size_t k = 0; k < (size_t)(sw->sites[s].d_out * sw->sites[s].d_in); k++)
+                worst = fmax(worst, fabs(sw->wstar[s][k] - it->wstar[s][k]));
+        CHECKF(worst == 0.0, "sweep vs iterate(%zu): max |diff| %.3g", sw->nsteps, worst);
+    }
+    it_merge_result_free(sw), it_merge_result_free(it);
+    for (int i = 0; i < 3; i++) it_adapter_free(ad[i]);
     it_model_free(m);
     free_inputs(&in);
 }
@@ -631,8 +715,10 @@ void suite_clip(void)
     RUN(test_clip_golden);
     RUN(test_clip_sites);
     RUN(test_clip_classes);
+    RUN(test_clip_pooling);
     RUN(test_clip_bad_samples);
     RUN(test_clip_observer_stop);
+    RUN(test_clip_sweep_equals_iterate);
     RUN(test_clip_cli_forward);
     RUN(test_clip_cli_merge);
 }
