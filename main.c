@@ -28,12 +28,15 @@ static const char *usage_text =
     "        [--schedule iterate|sweep] [--iters N] [--tol T] [--alpha1 A] [--alpha2 A] [--alpha A|auto]\n"
     "        [--weights w1,..] [--reg-mix B] [--with-pretrain] [--samples N] [--seed S] [--threads T]\n"
     "        [--format lora|delta|model] [--rank R] [--report FILE.json] [--x-policy keep|recompute]\n"
-    "        [--regmean-alpha A] [--density D] [--ties-sign total|frequency] [--drop P]\n"
+    "        [--regmean-alpha A] [--density D] [--ties-sign total|frequency] [--drop P] [--gen-len N]\n"
     "                              merge one adapter per task, with each task's calibration samples\n"
-    "  eval --base DIR --lora DIR... --data FILE... --merged DIR [--json]\n"
-    "                              rel_err, KL and top-1 of a merge against each task's model\n"
-    "  forward --model DIR [--lora DIR | --merged DIR] --inputs FILE --dump OUT.safetensors\n"
-    "                              logits and every adapted site's inputs\n"
+    "  eval --base DIR --lora DIR... --data FILE... --merged DIR [--json] [--gen-len N]\n"
+    "                              rel_err (KL and top-1 for logits) of a merge against each task's model\n"
+    "  forward --model DIR [--lora DIR | --merged DIR] --inputs FILE --dump OUT.safetensors [--gen-len N]\n"
+    "                              the model's outputs and every adapted site's inputs\n"
+    "\n"
+    "  --gen-len N: T5 samples without decoder_input_ids get them by greedy decoding (N new tokens at\n"
+    "  most, default 16) with each task's own adapter (forward: the model as given)\n"
     "\n"
     "  iteris --version            print the version\n";
 
@@ -741,6 +744,7 @@ static char *merge_report(const merge_args *a, const it_merge_result *r, const d
     tx(&t, ", \"regmean_alpha\": "), tx_num(&t, o->regmean_alpha), tx(&t, ", \"density\": "), tx_num(&t, o->density);
     tx(&t, ", \"ties_sign\": \"%s\", \"drop\": ", o->ties_frequency ? "frequency" : "total"), tx_num(&t, o->drop);
     tx(&t, ", \"x_policy\": \"%s\"", a->mo.recompute_x ? "recompute" : "keep");
+    if (it_model_needs_decoder_ids(a->in.model)) tx(&t, ", \"gen_len\": %zu", a->in.gen_len);
     tx(&t, ", \"samples\": %zu, \"seed\": %llu, \"threads\": %d, \"format\": ", a->samples, (unsigned long long)a->seed,
        it_get_threads());
     tx_str(&t, a->format);
@@ -1189,20 +1193,26 @@ typedef struct dump_ctx {
     int oom;
 } dump_ctx;
 
+/* Appends rows x [nrows x d] to s; 0, or -1 out of memory. */
+static int append_rows(dump_site *s, const float *x, size_t nrows, size_t d)
+{
+    if (s->rows + nrows > s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 64;
+        while (cap < s->rows + nrows) cap *= 2;
+        float *nx = realloc(s->x, cap * d * sizeof *nx);
+        if (!nx) return -1;
+        s->x = nx, s->cap = cap;
+    }
+    memcpy(s->x + s->rows * d, x, nrows * d * sizeof *x);
+    s->rows += nrows, s->d = d;
+    return 0;
+}
+
 static int dump_observer(void *ctx, size_t site, const float *x, size_t nrows, size_t d_in)
 {
     dump_ctx *c = ctx;
     dump_site *s = &c->sites[site];
-    if (!s->want) return 0;
-    if (s->rows + nrows > s->cap) {
-        size_t cap = s->cap ? 2 * s->cap : 64;
-        while (cap < s->rows + nrows) cap *= 2;
-        float *nx = realloc(s->x, cap * d_in * sizeof *nx);
-        if (!nx) return c->oom = 1;
-        s->x = nx, s->cap = cap;
-    }
-    memcpy(s->x + s->rows * d_in, x, nrows * d_in * sizeof *x);
-    s->rows += nrows, s->d = d_in;
+    if (s->want && append_rows(s, x, nrows, d_in)) return c->oom = 1;
     return 0;
 }
 
@@ -1279,12 +1289,8 @@ static int cmd_forward(int argc, char **argv)
             if (slot < nouts && outs[slot].rows && outs[slot].d != o.o[j].cols)
                 rc = errf(&err, IT_EINVAL, "%s: line %zu: output %s has %zu columns, earlier samples %zu", inputs,
                           smp->s[k].line, o.o[j].name, o.o[j].cols, outs[slot].d);
-            else if (slot < nouts) {
-                dump_ctx one = {&outs[slot], 0};
-                outs[slot].want = 1;
-                dump_observer(&one, 0, o.o[j].data, o.o[j].rows, o.o[j].cols);
-                if (one.oom) dc.oom = 1;
-            }
+            else if (slot < nouts && append_rows(&outs[slot], o.o[j].data, o.o[j].rows, o.o[j].cols))
+                dc.oom = 1;
         }
         it_outputs_free(&o);
         if (rc == IT_OK && dc.oom) rc = errf(&err, IT_ENOMEM, "out of memory");

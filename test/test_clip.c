@@ -644,12 +644,13 @@ static const char *write_samples(const char *name, int with_text, int with_image
     return test_write_file(path, text, strlen(text)) == 0 ? path : NULL;
 }
 
-/* forward --dump on pixel_values by reference: the dump's tensors are the fixture's (the vision
- * tower run image by image here, both images at once there). */
+/* forward --dump on pixel_values by reference (data/clip/samples.jsonl names inputs.safetensors
+ * relative to its own folder): the dump's tensors are the fixture's (the vision tower run image by
+ * image here, both images at once there). */
 static void test_clip_cli_forward(void)
 {
     const char *bin = getenv("ITERIS_BIN") ? getenv("ITERIS_BIN") : "./iteris";
-    const char *smp = write_samples("clip-both.jsonl", 1, 1), *dump = test_tmppath("clip-dump.safetensors");
+    const char *smp = "data/clip/samples.jsonl", *dump = test_tmppath("clip-dump.safetensors"); /* relative paths */
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "%s forward --model data/clip/base --lora data/clip/adapters/%s --inputs %s --dump %s",
              bin, ADAPTERS[0], smp, dump);
