@@ -105,6 +105,9 @@ void it__act_apply(const char *name, float *x, size_t m);
 void it__attention(float *ctx, const float *q, const float *k, const float *v, size_t nq, size_t nk, size_t nH,
                    size_t nKV, size_t hd, float scale, const float *bias, int causal, float *p);
 
+/* T5's relative position bucket of rel = key - query (model_t5.c; exposed for the tests). */
+size_t it__t5_bucket(long rel, int bidirectional, size_t buckets, size_t max_distance);
+
 /* The architectures' loaders: fill m->ops, m->priv and the site table from m->cfg and m->st. */
 int it__llama_load(it_model *m, it_err *err);
 int it__t5_load(it_model *m, it_err *err);

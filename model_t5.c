@@ -79,7 +79,7 @@ static void t5_free(void *p)
 /* The bucket of rel = key - query: bidirectional (encoder) or causal (decoder self-attention). The
  * logarithmic branch in float32 and truncated, as torch computes it, and only taken where the
  * distance is at least max_exact (never log 0). */
-static size_t bucket_of(long rel, int bidirectional, size_t buckets, size_t max_distance)
+size_t it__t5_bucket(long rel, int bidirectional, size_t buckets, size_t max_distance)
 {
     size_t n = buckets, base = 0;
     unsigned long a;
@@ -104,7 +104,7 @@ static void position_bias(float *bias, const float *table, size_t nq, size_t nk,
 {
     for (size_t i = 0; i < nq; i++)
         for (size_t j = 0; j < nk; j++) {
-            size_t b = bucket_of((long)j - (long)i, bidirectional, buckets, max_distance);
+            size_t b = it__t5_bucket((long)j - (long)i, bidirectional, buckets, max_distance);
             for (size_t h = 0; h < nH; h++) bias[(h * nq + i) * nk + j] = table[b * nH + h];
         }
 }

@@ -14,6 +14,7 @@
 #include "test.h"
 
 #include "iteris.h"
+#include "../model_internal.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -336,8 +337,29 @@ static void test_t5_sweep_equals_iterate(void)
     it_model_free(m);
 }
 
+/* FACTS 5.4's test vectors (32 buckets, max_distance 128). */
+static void test_t5_buckets(void)
+{
+    static const long enc[][2] = {{-200, 15}, {-128, 15}, {-127, 15}, {-64, 14}, {-32, 12}, {-16, 10}, {-12, 9},
+                                  {-11, 8},   {-8, 8},    {-7, 7},    {-1, 1},   {0, 0},    {1, 17},   {2, 18},
+                                  {7, 23},    {8, 24},    {12, 25},   {16, 26},  {32, 28},  {64, 30},  {127, 31},
+                                  {128, 31}};
+    for (size_t i = 0; i < sizeof enc / sizeof enc[0]; i++)
+        CHECKF(it__t5_bucket(enc[i][0], 1, 32, 128) == (size_t)enc[i][1], "encoder rel %ld: %zu, expected %ld",
+               enc[i][0], it__t5_bucket(enc[i][0], 1, 32, 128), enc[i][1]);
+    /* decoder, by q - k: 0..16 one to one, then the first distance of buckets 17..31 */
+    static const long starts[] = {19, 21, 24, 27, 31, 35, 40, 46, 52, 59, 67, 77, 87, 99, 113};
+    for (long d = 0; d <= 16; d++) CHECK(it__t5_bucket(-d, 0, 32, 128) == (size_t)d);
+    for (size_t b = 0; b < 15; b++) {
+        CHECKF(it__t5_bucket(-starts[b], 0, 32, 128) == 17 + b, "decoder distance %ld", starts[b]);
+        CHECKF(it__t5_bucket(-(starts[b] - 1), 0, 32, 128) == 16 + b, "decoder distance %ld", starts[b] - 1);
+    }
+    CHECK(it__t5_bucket(5, 0, 32, 128) == 0 && it__t5_bucket(-1000, 0, 32, 128) == 31); /* future keys; far */
+}
+
 void suite_t5(void)
 {
+    RUN(test_t5_buckets);
     RUN(test_t5_golden);
     RUN(test_t5_generate);
     RUN(test_t5_encoder_model);
