@@ -514,25 +514,10 @@ typedef struct reader {
     it_err *err;
 } reader;
 
-/* Describes a JSON value for a message: "null", "true", "-3", "2.5", "a string", "an array". */
-static void json_what(const it_json *v, char *buf, size_t size)
-{
-    switch (v->type) {
-    case IT_JSON_NULL: snprintf(buf, size, "null"); break;
-    case IT_JSON_FALSE: snprintf(buf, size, "false"); break;
-    case IT_JSON_TRUE: snprintf(buf, size, "true"); break;
-    case IT_JSON_INT:
-    case IT_JSON_NUM: snprintf(buf, size, "%.17g", v->d); break;
-    case IT_JSON_STR: snprintf(buf, size, "a string"); break;
-    case IT_JSON_ARR: snprintf(buf, size, "an array"); break;
-    default: snprintf(buf, size, "an object"); break;
-    }
-}
-
 static int bad_value(const reader *r, const char *key, const char *expected, const it_json *v)
 {
     char what[64];
-    json_what(v, what, sizeof what);
+    it_json_describe(v, what, sizeof what);
     return it__fail(r->err, IT_EFORMAT, "%s: %s: expected %s, got %s", r->path, key, expected, what);
 }
 

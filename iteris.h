@@ -132,6 +132,9 @@ void it_json_free(it_json_doc *doc);
 /* The value of the first member named key (compared bytewise, key NUL-terminated), or NULL when
  * obj is NULL, not an object, or has no such member. */
 const it_json *it_json_get(const it_json *obj, const char *key);
+/* Describes a value for a message, in buf[size]: "null", "true", "-3", "2.5", "64.0", "a string",
+ * "an array", "an object". */
+void it_json_describe(const it_json *v, char *buf, size_t size);
 
 /* A static name for a type: "null", "false", "true", "integer", "number", "string", "array",
  * "object". */
@@ -1030,20 +1033,25 @@ int it_samples_complete(it_model *m, const it_adapter *ad, it_samples *ss, size_
 /* Demo (demo.c): `iteris demo`, the whole pipeline on files it makes itself                     */
 /* ============================================================================================ */
 /*
- * Writes, in the real formats, a small Llama model (dir/base: config.json of a LlamaForCausalLM,
- * model.safetensors with every tensor), three PEFT adapters (dir/adapters/task<k>, k = 1..3:
- * adapter_config.json, adapter_model.safetensors, all seven linear modules of each layer) whose
- * tasks read disjoint token ranges whose embeddings span different subspaces, and each task's
- * calibration and held-out samples (dir/data/task<k>.jsonl, dir/data/task<k>_heldout.jsonl); reads
- * them back with it_model_load, it_adapter_load and it_samples_load; merges with iteris (iterate
- * schedule), iteris-sweep, regmean, linear, ties and dare (it_merge on the calibration samples) and
- * evaluates every merge on every task's held-out samples (it_eval_task). demo.c's header comment
- * describes the construction.
+ * Two cases, each three tasks merged six ways. llama: writes, in the real formats, a small Llama
+ * model (dir/base: config.json of a LlamaForCausalLM, model.safetensors with every tensor), three
+ * PEFT adapters (dir/adapters/task<k>, k = 1..3: adapter_config.json, adapter_model.safetensors,
+ * all seven linear modules of each layer) whose tasks read disjoint token ranges whose embeddings
+ * span different subspaces, and each task's calibration and held-out samples
+ * (dir/data/task<k>.jsonl, dir/data/task<k>_heldout.jsonl). t5: the same under dir/t5 for a small
+ * flan-t5 style T5ForConditionalGeneration (adapters on q, k, v, o of every attention, wi_0, wi_1,
+ * wo; task_type SEQ_2_SEQ_LM), its samples holding input_ids only: each task's decoder inputs are
+ * made by greedy decoding with its own adapter (it_samples_complete). Each case reads its files back
+ * with it_model_load, it_adapter_load and it_samples_load; merges with iteris (iterate schedule),
+ * iteris-sweep, regmean, linear, ties and dare (it_merge on the calibration samples) and evaluates
+ * every merge on every task's held-out samples (it_eval_task). demo.c's header comment describes
+ * the construction.
  */
 #define IT_DEMO_MAX_TASKS 8
 #define IT_DEMO_MAX_METHODS 8
+#define IT_DEMO_MAX_CASES 4
 
-/* One method's row of the table. */
+/* One method's row of a case's table. */
 typedef struct it_demo_method {
     char name[16];                            /* "iteris", "iteris-sweep", "regmean", ... */
     it_eval_result task[IT_DEMO_MAX_TASKS];   /* [ntasks] on the held-out samples */
@@ -1051,20 +1059,29 @@ typedef struct it_demo_method {
     double seconds;                           /* the merge's wall time (not the evaluation's) */
 } it_demo_method;
 
-typedef struct it_demo_result {
+/* One case: a model, its tasks, the table. */
+typedef struct it_demo_case {
+    char model[16];                           /* "llama" (files in dir), "t5" (files in dir/t5) */
     size_t ntasks, nmethods;                  /* 3 and 6 */
     it_demo_method method[IT_DEMO_MAX_METHODS]; /* [nmethods] in the order above */
-    double seconds;                           /* the whole run: building, merging, evaluating */
+    double seconds;                           /* the case: building, merging, evaluating */
+} it_demo_case;
+
+typedef struct it_demo_result {
+    size_t ncases;                            /* 2: llama, then t5 */
+    it_demo_case cases[IT_DEMO_MAX_CASES];    /* [ncases] */
+    double seconds;                           /* the whole run */
     char dir[4096];                           /* the folder that holds the files */
 } it_demo_result;
 
 /* Builds the demo's files in dir (created if needed, its parent must exist; or, when dir is NULL, a
  * fresh mkdtemp folder "iteris-demo-XXXXXX" under $TMPDIR or /tmp, kept for the user to look at),
- * then merges with each method and evaluates on the held-out samples. progress (may be NULL) gets
- * one line per step (the folder, the model, the data, each adapter, each method's result).
- * Deterministic: one fixed seed, so every number but the timings is bit-identical on every run and
- * for any thread count. IT_EINVAL when dir is too long, IT_EIO when a file cannot be written, or
- * whatever the readers and the merge return. */
+ * then, case by case, merges with each method and evaluates on the held-out samples. progress (may
+ * be NULL) gets one line per step (the folder, and for each case the model, the data, each
+ * adapter, the decoder inputs (t5), each method's result). Deterministic: one fixed seed per case,
+ * so every number but the timings is bit-identical on every run and for any thread count. IT_EINVAL
+ * when dir is too long, IT_EIO when a file cannot be written, or whatever the readers and the merge
+ * return; the cases done before a failure are kept in *out (ncases counts the failed one). */
 int it_demo_run(const char *dir, it_demo_result *out, void (*progress)(void *ctx, const char *line), void *ctx,
                 it_err *err);
 

@@ -17,6 +17,7 @@
  */
 #include "internal.h"
 
+#include <inttypes.h>
 #include <locale.h>
 #include <math.h>
 #include <stdlib.h>
@@ -955,4 +956,24 @@ const char *it_json_type_name(it_json_type type)
     case IT_JSON_OBJ: return "object";
     }
     return "?";
+}
+
+void it_json_describe(const it_json *v, char *buf, size_t size)
+{
+    switch (v->type) {
+    case IT_JSON_NULL: snprintf(buf, size, "null"); break;
+    case IT_JSON_FALSE: snprintf(buf, size, "false"); break;
+    case IT_JSON_TRUE: snprintf(buf, size, "true"); break;
+    case IT_JSON_INT:
+        if (v->i_ok) snprintf(buf, size, "%" PRId64, v->i);
+        else snprintf(buf, size, "%" PRIu64, v->u);
+        break;
+    case IT_JSON_NUM:
+        snprintf(buf, size, "%.15g", v->d);
+        if (strspn(buf, "-0123456789") == strlen(buf)) snprintf(buf, size, "%.1f", v->d); /* 64.0 */
+        break;
+    case IT_JSON_STR: snprintf(buf, size, "a string"); break;
+    case IT_JSON_ARR: snprintf(buf, size, "an array"); break;
+    default: snprintf(buf, size, "an object"); break;
+    }
 }

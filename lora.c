@@ -51,32 +51,11 @@ typedef struct reader {
     it_err *err;
 } reader;
 
-/* Describes a JSON value for a message: "a string", "null", "-3", "2.5", "64.0", "an array". */
-static void json_what(const it_json *v, char *buf, size_t size)
-{
-    switch (v->type) {
-    case IT_JSON_NULL: snprintf(buf, size, "null"); break;
-    case IT_JSON_FALSE: snprintf(buf, size, "false"); break;
-    case IT_JSON_TRUE: snprintf(buf, size, "true"); break;
-    case IT_JSON_INT:
-        if (v->i_ok) snprintf(buf, size, "%" PRId64, v->i);
-        else snprintf(buf, size, "%" PRIu64, v->u);
-        break;
-    case IT_JSON_NUM:
-        snprintf(buf, size, "%.15g", v->d);
-        if (strspn(buf, "-0123456789") == strlen(buf)) snprintf(buf, size, "%.1f", v->d); /* 64.0 */
-        break;
-    case IT_JSON_STR: snprintf(buf, size, "a string"); break;
-    case IT_JSON_ARR: snprintf(buf, size, "an array"); break;
-    default: snprintf(buf, size, "an object"); break;
-    }
-}
-
 /* key is what the message names, e.g. "target_modules[2]" or "rank_pattern.q_proj". */
 static int bad_value(const reader *r, const char *key, const char *expected, const it_json *v)
 {
     char what[64];
-    json_what(v, what, sizeof what);
+    it_json_describe(v, what, sizeof what);
     return it__fail(r->err, IT_EFORMAT, "%s: %s: expected %s, got %s", r->path, key, expected, what);
 }
 
@@ -311,7 +290,7 @@ static int parse_json_file(const char *path, char **file, it_json_doc **doc, it_
     free(text);
     if (rc == IT_OK && it_json_root(*doc)->type != IT_JSON_OBJ) {
         char what[64];
-        json_what(it_json_root(*doc), what, sizeof what);
+        it_json_describe(it_json_root(*doc), what, sizeof what);
         rc = it__fail(err, IT_EFORMAT, "%s: expected a JSON object at the top level, got %s", *file, what);
     }
     if (rc != IT_OK) {

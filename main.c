@@ -1337,6 +1337,45 @@ static void demo_progress(void *ctx, const char *line)
     if (!*(int *)ctx) fprintf(stderr, "  %s\n", line);
 }
 
+/* A case's {"methods": {"<method>": {"tasks": [{"rel_err", "kl", "top1"}, ..], "mean_rel_err"}, ..}, "seconds"}
+ * members (without the braces): DESIGN.md's shape. */
+static void demo_json_case(const it_demo_case *c, double seconds)
+{
+    printf("\"methods\": {");
+    for (size_t k = 0; k < c->nmethods; k++) {
+        const it_demo_method *m = &c->method[k];
+        printf("%s", k ? ", " : "");
+        json_str(m->name);
+        printf(": {\"tasks\": [");
+        for (size_t i = 0; i < c->ntasks; i++) {
+            printf("%s{\"rel_err\": ", i ? ", " : "");
+            json_num(m->task[i].rel_err), printf(", \"kl\": "), json_num(m->task[i].kl);
+            printf(", \"top1\": "), json_num(m->task[i].top1), printf("}");
+        }
+        printf("], \"mean_rel_err\": "), json_num(m->mean_rel_err), printf("}");
+    }
+    printf("}, \"seconds\": "), json_num(seconds);
+}
+
+static void demo_table(const it_demo_case *c)
+{
+    printf("\n%s: held-out rel_err per task (0 = the task's own adapter, 1 = no better than the base model)\n\n",
+           c->model);
+    printf("%-14s", "method");
+    for (size_t i = 0; i < c->ntasks; i++) printf("   task %zu", i + 1);
+    printf("     mean   KL mean  top1 mean  merge s\n");
+    for (size_t k = 0; k < c->nmethods; k++) {
+        const it_demo_method *m = &c->method[k];
+        double kl = 0, top1 = 0;
+        printf("%-14s", m->name);
+        for (size_t i = 0; i < c->ntasks; i++) {
+            printf(" %8.4f", m->task[i].rel_err);
+            kl += m->task[i].kl / (double)c->ntasks, top1 += m->task[i].top1 / (double)c->ntasks;
+        }
+        printf(" %8.4f %9.4g %10.3f %8.2f\n", m->mean_rel_err, kl, top1, m->seconds);
+    }
+}
+
 static int cmd_demo(int argc, char **argv)
 {
     const char *out = NULL;
@@ -1356,40 +1395,27 @@ static int cmd_demo(int argc, char **argv)
     static it_demo_result r;
     it_err err = {0};
     int quiet = json;
-    if (!json) fprintf(stderr, "iteris demo: a small Llama model, three adapters with their own tasks, six merges\n");
+    if (!json)
+        fprintf(stderr, "iteris demo: a small Llama and a small T5 model, three adapters each with their own tasks, "
+                        "six merges each\n");
     if (it_demo_run(out, &r, demo_progress, &quiet, &err) != IT_OK) return fail(&err);
-    if (json) {
-        printf("{\"methods\": {");
-        for (size_t k = 0; k < r.nmethods; k++) {
-            const it_demo_method *m = &r.method[k];
-            printf("%s", k ? ", " : "");
-            json_str(m->name);
-            printf(": {\"tasks\": [");
-            for (size_t i = 0; i < r.ntasks; i++) {
-                printf("%s{\"rel_err\": ", i ? ", " : "");
-                json_num(m->task[i].rel_err), printf(", \"kl\": "), json_num(m->task[i].kl);
-                printf(", \"top1\": "), json_num(m->task[i].top1), printf("}");
-            }
-            printf("], \"mean_rel_err\": "), json_num(m->mean_rel_err), printf("}");
+    if (json) { /* the first case (llama) at the top, as DESIGN.md has it; the others under their name */
+        printf("{");
+        demo_json_case(&r.cases[0], r.seconds);
+        for (size_t c = 1; c < r.ncases; c++) {
+            printf(", ");
+            json_str(r.cases[c].model);
+            printf(": {");
+            demo_json_case(&r.cases[c], r.cases[c].seconds);
+            printf("}");
         }
-        printf("}, \"seconds\": "), json_num(r.seconds), printf("}\n");
+        printf("}\n");
         return fflush(stdout) == 0 ? 0 : 1;
     }
-    printf("\nheld-out rel_err per task (0 = the task's own adapter, 1 = no better than the base model)\n\n");
-    printf("%-14s", "method");
-    for (size_t i = 0; i < r.ntasks; i++) printf("   task %zu", i + 1);
-    printf("     mean   KL mean  top1 mean  merge s\n");
-    for (size_t k = 0; k < r.nmethods; k++) {
-        const it_demo_method *m = &r.method[k];
-        double kl = 0, top1 = 0;
-        printf("%-14s", m->name);
-        for (size_t i = 0; i < r.ntasks; i++) {
-            printf(" %8.4f", m->task[i].rel_err);
-            kl += m->task[i].kl / (double)r.ntasks, top1 += m->task[i].top1 / (double)r.ntasks;
-        }
-        printf(" %8.4f %9.4g %10.3f %8.2f\n", m->mean_rel_err, kl, top1, m->seconds);
-    }
-    printf("\nfiles in %s; %.1f s in all\n", r.dir, r.seconds);
+    for (size_t c = 0; c < r.ncases; c++) demo_table(&r.cases[c]);
+    printf("\nfiles in %s (t5/: the T5 case); %.1f s in all", r.dir, r.seconds);
+    for (size_t c = 0; c < r.ncases; c++) printf("%s%s %.1f s", c ? ", " : " (", r.cases[c].model, r.cases[c].seconds);
+    printf(")\n");
     return fflush(stdout) == 0 ? 0 : 1;
 }
 

@@ -50,31 +50,10 @@ typedef struct reader {
 
 enum { REQUIRED = 0, NULLABLE = 1 }; /* NULLABLE: null means "use the default" (a None default) */
 
-/* Describes a JSON value for a message: "a string", "null", "-3", "2.5", "64.0", "an array". */
-static void json_what(const it_json *v, char *buf, size_t size)
-{
-    switch (v->type) {
-    case IT_JSON_NULL: snprintf(buf, size, "null"); break;
-    case IT_JSON_FALSE: snprintf(buf, size, "false"); break;
-    case IT_JSON_TRUE: snprintf(buf, size, "true"); break;
-    case IT_JSON_INT:
-        if (v->i_ok) snprintf(buf, size, "%" PRId64, v->i);
-        else snprintf(buf, size, "%" PRIu64, v->u);
-        break;
-    case IT_JSON_NUM:
-        snprintf(buf, size, "%.15g", v->d);
-        if (strspn(buf, "-0123456789") == strlen(buf)) snprintf(buf, size, "%.1f", v->d); /* 64.0 */
-        break;
-    case IT_JSON_STR: snprintf(buf, size, "a string"); break;
-    case IT_JSON_ARR: snprintf(buf, size, "an array"); break;
-    default: snprintf(buf, size, "an object"); break;
-    }
-}
-
 static int bad_value(const reader *r, const char *key, const char *expected, const it_json *v)
 {
     char what[64];
-    json_what(v, what, sizeof what);
+    it_json_describe(v, what, sizeof what);
     return it__fail(r->err, IT_EFORMAT, "%s: %s%s: expected %s, got %s", r->path, r->prefix, key, expected, what);
 }
 
@@ -595,7 +574,7 @@ static int parse_json_file(const char *path, const char *name, char **file, it_j
     free(text);
     if (rc == IT_OK && it_json_root(*doc)->type != IT_JSON_OBJ) {
         char what[64];
-        json_what(it_json_root(*doc), what, sizeof what);
+        it_json_describe(it_json_root(*doc), what, sizeof what);
         rc = it__fail(err, IT_EFORMAT, "%s: expected a JSON object at the top level, got %s", *file, what);
     }
     if (rc != IT_OK) {

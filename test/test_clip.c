@@ -13,6 +13,7 @@
  * observer's stop; samples the model cannot take.
  */
 #include "test.h"
+#include "golden.h"
 
 #include "iteris.h"
 
@@ -60,35 +61,14 @@ static int kind_of(const char *name)
 /* Compares a (n) with the expected b (n). */
 static void compare(stats *s, int kind, const char *key, const float *a, const float *b, size_t n)
 {
-    double d2 = 0, b2 = 0, mx = 0, bmx = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - (double)b[i];
-        d2 += d * d;
-        b2 += (double)b[i] * b[i];
-        mx = fabs(d) > mx || d != d ? fabs(d) : mx;
-        bmx = fabs((double)b[i]) > bmx ? fabs((double)b[i]) : bmx;
-    }
-    double rel = b2 > 0 ? sqrt(d2 / b2) : sqrt(d2), mrel = bmx > 0 ? mx / bmx : mx;
-    CHECKF(rel <= TOL, "%s: relative difference %.3g > %g (max abs %.3g)", key, rel, TOL, mx);
+    golden_diff g = golden_compare(key, a, b, n, TOL);
     if (kind < 0) return;
-    if (mx > s->max_abs[kind]) s->max_abs[kind] = mx;
-    if (rel > s->max_rel[kind]) s->max_rel[kind] = rel;
-    if (mrel > s->max_mrel[kind]) s->max_mrel[kind] = mrel;
+    if (g.max_abs > s->max_abs[kind]) s->max_abs[kind] = g.max_abs;
+    if (g.rel > s->max_rel[kind]) s->max_rel[kind] = g.rel;
+    if (g.mrel > s->max_mrel[kind]) s->max_mrel[kind] = g.mrel;
     s->count[kind]++;
 }
 
-/* Tensor key of st converted to f32 (malloc'd), checked to hold n values; NULL if absent. */
-static float *load_f32(const it_st *st, const char *key, size_t n)
-{
-    const it_tensor *t = it_st_find(st, key);
-    CHECKF(t != NULL, "missing %s", key);
-    if (!t) return NULL;
-    CHECKF(t->numel == n, "%s: %llu values, expected %zu", key, (unsigned long long)t->numel, n);
-    float *f = malloc((t->numel ? t->numel : 1) * sizeof *f);
-    if (f && t->numel == n && it_tensor_to_f32(t, f, NULL) == IT_OK) return f;
-    free(f);
-    return NULL;
-}
 
 /* ============================================================================================ */
 /* Samples                                                                                       */
@@ -113,14 +93,14 @@ static int load_inputs(inputs *in)
         snprintf(key, sizeof key, "input_ids_%d", k);
         const it_tensor *t = it_st_find(st, key);
         size_t n = t ? (size_t)t->numel : 0;
-        float *f = t ? load_f32(st, key, n) : NULL;
+        float *f = t ? golden_f32(st, key, n) : NULL;
         in->text[k].ids = f ? malloc(n * sizeof *in->text[k].ids) : NULL;
         for (size_t i = 0; in->text[k].ids && i < n; i++) in->text[k].ids[i] = (int32_t)f[i];
         in->text[k].n = n;
         ok &= in->text[k].ids != NULL;
         free(f);
     }
-    in->image.pixels = load_f32(st, "pixel_values", 2 * 3 * 32 * 32);
+    in->image.pixels = golden_f32(st, "pixel_values", 2 * 3 * 32 * 32);
     in->image.nimages = 2;
     in->image.channels = 3;
     in->image.height = in->image.width = 32;
@@ -169,7 +149,7 @@ static int observe(void *ctx, size_t site, const float *x, size_t nrows, size_t 
     snprintf(key, sizeof key, "%s/%s/in/%s", o->variant, o->run, s->name);
     if (!it_st_find(o->exp, key)) return 0; /* the projections: not captured */
     CHECKF((int64_t)d_in == s->d_in, "%s: d_in %zu", key, d_in);
-    float *b = load_f32(o->exp, key, nrows * d_in);
+    float *b = golden_f32(o->exp, key, nrows * d_in);
     if (b) compare(o->s, kind_of(s->name), key, x, b, nrows * d_in);
     free(b);
     o->compared++;
@@ -180,23 +160,6 @@ static int observe(void *ctx, size_t site, const float *x, size_t nrows, size_t 
 /* Golden runs                                                                                   */
 /* ============================================================================================ */
 
-/* Installs every module of ad as a low-rank delta (d has room for ad->n); returns how many. */
-static size_t install(it_model *m, const it_adapter *ad, it_delta *d)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < ad->n; i++) {
-        const it_lora_module *mod = &ad->mods[i];
-        size_t site;
-        int rc = it_model_find_site(m, mod->name, &site);
-        CHECKF(rc == IT_OK, "adapter module %s has no site", mod->name);
-        if (rc != IT_OK) continue;
-        const it_model_site *s = it_model_site_at(m, site);
-        CHECK(s->d_out == mod->d_out && s->d_in == mod->d_in);
-        d[k] = (it_delta){mod->A, mod->B, mod->r, mod->scale, NULL};
-        it_model_set_delta(m, site, &d[k++]);
-    }
-    return k;
-}
 
 /* Runs sample s as run of variant, comparing the site inputs and the outputs (names[nnames]) with
  * the expected ones; *out keeps the outputs (the caller frees them). */
@@ -219,7 +182,7 @@ static int run_one(it_model *m, const it_sample *smp, const it_st *exp, const ch
         snprintf(key, sizeof key, "%s/%s/%s", variant, run, names[i]);
         CHECKF(got && got == &out->o[i] && got->eval == (strstr(names[i], "embeds") != NULL), "%s: missing, misplaced "
                "or wrongly marked", key);
-        float *want = got ? load_f32(exp, key, got->rows * got->cols) : NULL;
+        float *want = got ? golden_f32(exp, key, got->rows * got->cols) : NULL;
         if (want) compare(s, kind_of(names[i]), key, got->data, want, got->rows * got->cols);
         free(want);
     }
@@ -243,7 +206,7 @@ static void check_logits(const it_model *m, const it_outputs *img, const it_outp
     }
     char key[256];
     snprintf(key, sizeof key, "%s/%s/logits_per_image", variant, run);
-    float *want = load_f32(exp, key, 2);
+    float *want = golden_f32(exp, key, 2);
     if (want) compare(s, K_LOGITS, key, got, want, 2);
     free(want);
 }
@@ -264,7 +227,7 @@ static void golden_variant(it_model *m, const inputs *in, const it_st *exp, int 
         CHECKF(rc == IT_OK, "%s: %s", path, e.msg);
         if (rc != IT_OK) return;
         d = calloc(ad->n, sizeof *d);
-        CHECKF(install(m, ad, d) == ADAPTER_MODULES[a], "%s: wrong number of modules", path);
+        CHECKF(golden_install(m, ad, d) == ADAPTER_MODULES[a], "%s: wrong number of modules", path);
     }
     const char *variant = a >= 0 ? ADAPTERS[a] : "base";
     it_outputs img, txt;

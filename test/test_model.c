@@ -15,6 +15,7 @@
  * architectures and rope types, all with messages naming what is wrong.
  */
 #include "test.h"
+#include "golden.h"
 
 #include "iteris.h"
 
@@ -55,32 +56,12 @@ static int kind_of(const char *site)
 /* Compares a (n) with the expected b (n): max |a - b| and ||a - b|| / ||b|| (in double). */
 static void compare(stats *s, int kind, const char *key, const float *a, const float *b, size_t n)
 {
-    double d2 = 0, b2 = 0, mx = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - (double)b[i];
-        d2 += d * d;
-        b2 += (double)b[i] * b[i];
-        mx = fabs(d) > mx || d != d ? fabs(d) : mx;
-    }
-    double rel = b2 > 0 ? sqrt(d2 / b2) : sqrt(d2);
-    CHECKF(rel <= TOL, "%s: relative difference %.3g > %g (max abs %.3g)", key, rel, TOL, mx);
-    if (mx > s->max_abs[kind]) s->max_abs[kind] = mx;
-    if (rel > s->max_rel[kind]) s->max_rel[kind] = rel;
+    golden_diff g = golden_compare(key, a, b, n, TOL);
+    if (g.max_abs > s->max_abs[kind]) s->max_abs[kind] = g.max_abs;
+    if (g.rel > s->max_rel[kind]) s->max_rel[kind] = g.rel;
     s->count[kind]++;
 }
 
-/* Tensor key of st converted to f32 (malloc'd), checked to hold n values; NULL if absent. */
-static float *load_f32(const it_st *st, const char *key, size_t n)
-{
-    const it_tensor *t = it_st_find(st, key);
-    CHECKF(t != NULL, "missing %s", key);
-    if (!t) return NULL;
-    CHECKF(t->numel == n, "%s: %llu values, expected %zu", key, (unsigned long long)t->numel, n);
-    float *f = malloc((t->numel ? t->numel : 1) * sizeof *f);
-    if (f && t->numel == n && it_tensor_to_f32(t, f, NULL) == IT_OK) return f;
-    free(f);
-    return NULL;
-}
 
 /* input_ids_<k> of inputs.safetensors as int32 (malloc'd), *n its length. */
 static int32_t *load_ids(const it_st *in, int k, size_t *n)
@@ -91,7 +72,7 @@ static int32_t *load_ids(const it_st *in, int k, size_t *n)
     CHECKF(t != NULL, "inputs: missing %s", key);
     if (!t) return NULL;
     *n = (size_t)t->numel;
-    float *f = load_f32(in, key, *n);
+    float *f = golden_f32(in, key, *n);
     int32_t *ids = malloc(*n * sizeof *ids);
     for (size_t i = 0; f && ids && i < *n; i++) ids[i] = (int32_t)f[i];
     free(f);
@@ -122,7 +103,7 @@ static int observe(void *ctx, size_t site, const float *x, size_t nrows, size_t 
     snprintf(key, sizeof key, "%s/%s/in/%s", o->variant, o->run, s->name);
     if (!it_st_find(o->exp, key)) return 0; /* lm_head: not captured */
     CHECKF((int64_t)d_in == s->d_in, "%s: d_in %zu", key, d_in);
-    float *b = load_f32(o->exp, key, nrows * d_in);
+    float *b = golden_f32(o->exp, key, nrows * d_in);
     if (b) compare(o->s, kind_of(s->name), key, x, b, nrows * d_in);
     free(b);
     o->compared++;
@@ -133,23 +114,6 @@ static int observe(void *ctx, size_t site, const float *x, size_t nrows, size_t 
 /* Golden runs                                                                                   */
 /* ============================================================================================ */
 
-/* Installs every module of ad as a low-rank delta (d has room for ad->n); returns how many. */
-static size_t install(it_model *m, const it_adapter *ad, it_delta *d)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < ad->n; i++) {
-        const it_lora_module *mod = &ad->mods[i];
-        size_t site;
-        int rc = it_model_find_site(m, mod->name, &site);
-        CHECKF(rc == IT_OK, "adapter module %s has no site", mod->name);
-        if (rc != IT_OK) continue;
-        const it_model_site *s = it_model_site_at(m, site);
-        CHECK(s->d_out == mod->d_out && s->d_in == mod->d_in);
-        d[k] = (it_delta){mod->A, mod->B, mod->r, mod->scale, NULL};
-        it_model_set_delta(m, site, &d[k++]);
-    }
-    return k;
-}
 
 /* Runs seq0..2 of one variant and compares logits and site inputs. */
 static void run_variant(it_model *m, const it_st *in, const it_st *exp, const char *variant, stats *s)
@@ -169,7 +133,7 @@ static void run_variant(it_model *m, const it_st *in, const it_st *exp, const ch
         CHECKF(o.compared == 14 && o.calls == it_model_site_count(m), "%s/%s: %zu site inputs compared, %zu calls",
                variant, run, o.compared, o.calls);
         snprintf(key, sizeof key, "%s/%s/logits", variant, run);
-        float *want = rc == IT_OK ? load_f32(exp, key, n * V) : NULL;
+        float *want = rc == IT_OK ? golden_f32(exp, key, n * V) : NULL;
         if (want) compare(s, K_LOGITS, key, logits, want, n * V);
         free(want);
         free(logits);
@@ -191,7 +155,7 @@ static void golden_variant(it_model *m, const char *fx, const it_st *in, const i
         CHECKF(rc == IT_OK, "%s: %s", path, e.msg);
         if (rc != IT_OK) return;
         d = calloc(ad->n, sizeof *d);
-        CHECKF(install(m, ad, d) == ADAPTER_MODULES[a], "%s: wrong number of modules", path);
+        CHECKF(golden_install(m, ad, d) == ADAPTER_MODULES[a], "%s: wrong number of modules", path);
     }
     run_variant(m, in, exp, a >= 0 ? ADAPTERS[a] : "base", s);
     it_model_clear_deltas(m);
@@ -619,7 +583,7 @@ static void test_model_threads(void)
     float *dense[14] = {0}, *l1 = malloc(40 * 256 * sizeof *l1), *l2 = malloc(40 * 256 * sizeof *l2);
     int32_t ids[40];
     for (int i = 0; i < 40; i++) ids[i] = (i * 37 + 11) % 256;
-    install(m, ad, d);
+    golden_install(m, ad, d);
     int saved = it_get_threads();
     it_set_threads(1);
     CHECK(it_model_forward(m, ids, 40, l1, &e) == IT_OK);

@@ -12,6 +12,7 @@
  * the encoder's output; refusals of samples without decoder ids or with ids outside the vocabulary.
  */
 #include "test.h"
+#include "golden.h"
 
 #include "iteris.h"
 #include "../model_internal.h"
@@ -34,29 +35,11 @@ typedef struct stats {
 
 static void compare(stats *s, int kind, const char *key, const float *a, const float *b, size_t n)
 {
-    double d2 = 0, b2 = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - (double)b[i];
-        d2 += d * d;
-        b2 += (double)b[i] * b[i];
-    }
-    double rel = b2 > 0 ? sqrt(d2 / b2) : sqrt(d2);
-    CHECKF(rel <= TOL, "%s: relative difference %.3g > %g", key, rel, TOL);
-    if (!(rel <= s->max_rel[kind])) s->max_rel[kind] = rel;
+    golden_diff g = golden_compare(key, a, b, n, TOL);
+    if (!(g.rel <= s->max_rel[kind])) s->max_rel[kind] = g.rel;
     s->count[kind]++;
 }
 
-static float *load_f32(const it_st *st, const char *key, size_t n)
-{
-    const it_tensor *t = it_st_find(st, key);
-    CHECKF(t != NULL, "missing %s", key);
-    if (!t) return NULL;
-    CHECKF(t->numel == n, "%s: %llu values, expected %zu", key, (unsigned long long)t->numel, n);
-    float *f = malloc((t->numel ? t->numel : 1) * sizeof *f);
-    if (f && t->numel == n && it_tensor_to_f32(t, f, NULL) == IT_OK) return f;
-    free(f);
-    return NULL;
-}
 
 typedef struct obs_ctx {
     const it_model *m;
@@ -73,7 +56,7 @@ static int observe(void *ctx, size_t site, const float *x, size_t nrows, size_t 
     char key[512];
     snprintf(key, sizeof key, "%s/%s/in/%s", o->variant, o->run, s->name);
     if (!it_st_find(o->exp, key)) return 0; /* lm_head: not captured */
-    float *b = load_f32(o->exp, key, nrows * d_in);
+    float *b = golden_f32(o->exp, key, nrows * d_in);
     if (b) compare(o->s, 0, key, x, b, nrows * d_in);
     free(b);
     o->compared++;
@@ -89,20 +72,6 @@ static it_samples *fixture_samples(void)
     return ss;
 }
 
-static size_t install(it_model *m, const it_adapter *ad, it_delta *d)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < ad->n; i++) {
-        const it_lora_module *mod = &ad->mods[i];
-        size_t site;
-        int rc = it_model_find_site(m, mod->name, &site);
-        CHECKF(rc == IT_OK, "adapter module %s has no site", mod->name);
-        if (rc != IT_OK) continue;
-        d[k] = (it_delta){mod->A, mod->B, mod->r, mod->scale, NULL};
-        it_model_set_delta(m, site, &d[k++]);
-    }
-    return k;
-}
 
 static void run_variant(it_model *m, const it_samples *ss, const it_st *exp, const char *variant, stats *s)
 {
@@ -122,7 +91,7 @@ static void run_variant(it_model *m, const it_samples *ss, const it_st *exp, con
               !strcmp(out.o[1].name, "encoder_last_hidden_state") && !out.o[1].eval);
         for (size_t j = 0; j < out.n && j < 2; j++) {
             snprintf(key, sizeof key, "%s/%s/%s", variant, smp->name, out.o[j].name);
-            float *want = load_f32(exp, key, out.o[j].rows * out.o[j].cols);
+            float *want = golden_f32(exp, key, out.o[j].rows * out.o[j].cols);
             if (want) compare(s, 1 + (int)j, key, out.o[j].data, want, out.o[j].rows * out.o[j].cols);
             free(want);
         }
@@ -149,7 +118,7 @@ static void test_t5_golden(void)
             snprintf(path, sizeof path, "data/t5/adapters/%s", ADAPTERS[a]);
             CHECKF(it_adapter_load(&ad, path, &e) == IT_OK, "%s", e.msg);
             if (!ad) continue;
-            CHECK(ad->n <= 64 && install(m, ad, d) == ADAPTER_MODULES[a]);
+            CHECK(ad->n <= 64 && golden_install(m, ad, d) == ADAPTER_MODULES[a]);
         }
         run_variant(m, ss, exp, a >= 0 ? ADAPTERS[a] : "base", &s);
         it_model_clear_deltas(m);
@@ -254,7 +223,7 @@ static void test_t5_encoder_model(void)
         CHECK(out.n == 1 && !strcmp(out.o[0].name, "last_hidden_state") && out.o[0].eval && !out.logits);
         char key[128];
         snprintf(key, sizeof key, "base/%s/encoder_last_hidden_state", smp.name);
-        float *want = load_f32(exp, key, out.o[0].rows * out.o[0].cols);
+        float *want = golden_f32(exp, key, out.o[0].rows * out.o[0].cols);
         if (want) compare(&s, 2, key, out.o[0].data, want, out.o[0].rows * out.o[0].cols);
         free(want);
         it_outputs_free(&out);
