@@ -1,8 +1,10 @@
-/* test/fuzz.c -- a fuzz target for the safetensors reader and the JSON parser.
+/* test/fuzz.c -- a fuzz target for the safetensors reader, the JSON parser, the JSON Lines sample
+ * reader and the PPM/PGM decoder.
  *
  * LLVMFuzzerTestOneInput opens the bytes with it_st_open_mem and, when they are accepted, walks
  * every tensor (bounds, sizes, names, a bounded float32 conversion) and the metadata; it also parses
- * the same bytes with it_json_parse, with and without IT_JSON_NODUP, and walks both trees. Beyond
+ * the same bytes with it_json_parse, with and without IT_JSON_NODUP, and walks both trees; reads
+ * them as a samples file (it_samples_parse) and decodes them as an image (it_image_decode_pnm). Beyond
  * "no crash, no leak, no hang" it checks the promises of iteris.h that hold for any input (a
  * refusal is a one-line "<name>: ... (<Reason>)"; views lie inside the buffer; NODUP refuses
  * exactly the texts with a repeated key; ...). A broken promise aborts in a fuzz build and fails
@@ -16,8 +18,7 @@
  *   -DIT_FUZZ_MAIN       LLVMFuzzerTestOneInput and a main that replays the files and folders named
  *                        on its command line (for a crash found elsewhere, or a build without
  *                        libFuzzer):
- *                            cc -std=c11 -D_POSIX_C_SOURCE=200809L -DIT_FUZZ_MAIN -I. test/fuzz.c \
- *                               util.c json.c safetensors.c -lm -o replay && ./replay test/corpus
+ *                            make fuzz-replay && build/fuzz/fuzz_replay test/corpus
  */
 #include "iteris.h"
 
@@ -261,10 +262,49 @@ static void fuzz_json(const uint8_t *data, size_t size)
     it_json_free(nodup);
 }
 
+/* ============================================================================================ */
+/* The JSON Lines sample reader and the PPM/PGM decoder                                          */
+/* ============================================================================================ */
+
+/* Accepted: at least one sample, each with something to run; refused: nothing returned and a one-line
+ * message naming the file. */
+static void fuzz_samples(const uint8_t *data, size_t size)
+{
+    it_err err = {0};
+    it_samples *ss = NULL;
+    int rc = it_samples_parse(&ss, (const char *)data, size, FUZZ_NAME, &err);
+    PROMISE(rc == IT_OK ? ss && ss->n > 0 : !ss && !strchr(err.msg, '\n') && !strncmp(err.msg, FUZZ_NAME ": ", strlen(FUZZ_NAME) + 2));
+    for (size_t i = 0; rc == IT_OK && i < ss->n; i++) {
+        const it_sample *s = &ss->s[i];
+        PROMISE(s->ids || s->text || s->image || s->pix_file);
+        PROMISE((s->ids != NULL) == (s->n > 0) && (s->dec_ids != NULL) == (s->ndec > 0));
+    }
+    it_samples_free(ss);
+}
+
+/* Accepted: an image of its stated size; refused: a one-line message naming the file. */
+static void fuzz_image(const uint8_t *data, size_t size)
+{
+    it_err err = {0};
+    uint8_t *rgb = NULL;
+    size_t h = 0, w = 0;
+    int grey = 0;
+    int rc = it_image_decode_pnm(data, size, FUZZ_NAME, &rgb, &h, &w, &grey, &err);
+    PROMISE(rc == IT_OK ? rgb && h > 0 && w > 0 : !strchr(err.msg, '\n') && !strncmp(err.msg, FUZZ_NAME ": ", strlen(FUZZ_NAME) + 2));
+    if (rc == IT_OK) {
+        unsigned sum = 0; /* every byte written: read them all (valgrind and MSan see it) */
+        for (size_t i = 0; i < h * w * 3; i++) sum += rgb[i];
+        PROMISE(sum <= 255u * h * w * 3);
+    }
+    free(rgb);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fuzz_safetensors(data, size);
     fuzz_json(data, size);
+    fuzz_samples(data, size);
+    fuzz_image(data, size);
     return 0;
 }
 
