@@ -9,7 +9,9 @@
  *
  * Also: the relative position buckets against FACTS 5.4's table; greedy decoding checked against
  * the teacher-forced logits it claims to follow; a T5EncoderModel folder (the same weights) gives
- * the encoder's output; refusals of samples without decoder ids or with ids outside the vocabulary.
+ * the encoder's output; the shared embedding under its other names; a tied head (lm_head = the
+ * embedding, input rescaled by d_model^-0.5); T5 v1.0's relu feed-forward with one wi; refusals of
+ * samples without decoder ids or with ids outside the vocabulary; the merge's sweep equals iterate.
  */
 #include "test.h"
 #include "golden.h"
@@ -326,12 +328,197 @@ static void test_t5_buckets(void)
     CHECK(it__t5_bucket(5, 0, 32, 128) == 0 && it__t5_bucket(-1000, 0, 32, 128) == 31); /* future keys; far */
 }
 
+/* ============================================================================================ */
+/* Variants of the fixture's folder: the other layouts a T5 checkpoint comes in                  */
+/* ============================================================================================ */
+
+/* name with every occurrence of from replaced by to, into buf[size]. */
+static const char *replace_all(char *buf, size_t size, const char *name, const char *from, const char *to)
+{
+    size_t off = 0, fl = strlen(from);
+    buf[0] = 0;
+    for (const char *p = name; *p && off + 1 < size;) {
+        if (fl && !strncmp(p, from, fl)) {
+            off += (size_t)snprintf(buf + off, size - off, "%s", to);
+            p += fl;
+        } else {
+            buf[off++] = *p++, buf[off] = 0;
+        }
+    }
+    return buf;
+}
+
+/* A copy of data/t5/base in <tmp>/<name>: config.json with each cfg[2k] replaced by cfg[2k+1]
+ * (ncfg pairs), tensor names with rename[0] replaced by rename[1] (NULL: none), tensors whose name
+ * contains drop left out (NULL: none). Returns the folder (static), or NULL. */
+static const char *t5_variant(const char *name, const char *const *cfg, size_t ncfg, const char *const *rename,
+                              const char *drop)
+{
+    static char dir[4096];
+    snprintf(dir, sizeof dir, "%s", test_tmppath(name));
+    mkdir(dir, 0755);
+    size_t len = 0;
+    char *text = (char *)test_read_file("data/t5/base/config.json", &len), path[4200];
+    for (size_t k = 0; text && k < ncfg; k++) {
+        char *out = malloc(len + strlen(cfg[2 * k + 1]) + 1);
+        CHECKF(strstr(text, cfg[2 * k]) != NULL, "config.json lacks %s", cfg[2 * k]);
+        replace_all(out, len + strlen(cfg[2 * k + 1]) + 1, text, cfg[2 * k], cfg[2 * k + 1]);
+        free(text);
+        text = out, len = strlen(out);
+    }
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    int ok = text && test_write_file(path, text, len) == 0;
+    free(text);
+    it_st *st = NULL;
+    if (!ok || it_st_open(&st, "data/t5/base/model.safetensors", NULL) != IT_OK) return NULL;
+    size_t n = it_st_count(st), k = 0;
+    it_tensor *t = calloc(n, sizeof *t);
+    char (*names)[256] = calloc(n, sizeof *names);
+    for (size_t i = 0; t && names && i < n; i++) {
+        const it_tensor *src = it_st_tensor(st, i);
+        if (drop && strstr(src->name, drop)) continue;
+        t[k] = *src;
+        if (rename) t[k].name = replace_all(names[k], sizeof names[k], src->name, rename[0], rename[1]);
+        k++;
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    int rc = t && names ? it_st_save(path, t, k, NULL, NULL, 0, NULL) : IT_ENOMEM;
+    free(t), free(names);
+    it_st_close(st);
+    CHECKF(rc == IT_OK, "%s: cannot write", path);
+    return rc == IT_OK ? dir : NULL;
+}
+
+/* Collects the input rows of one site (by name) during a run. */
+typedef struct rows_ctx {
+    const it_model *m;
+    const char *site;
+    float *x;
+    size_t n;
+} rows_ctx;
+
+static int rows_observe(void *ctx, size_t site, const float *x, size_t nrows, size_t d_in)
+{
+    rows_ctx *c = ctx;
+    if (strcmp(it_model_site_at(c->m, site)->name, c->site) != 0) return 0;
+    free(c->x);
+    c->x = malloc(nrows * d_in * sizeof *c->x);
+    if (c->x) memcpy(c->x, x, nrows * d_in * sizeof *x);
+    c->n = nrows * d_in;
+    return 0;
+}
+
+/* The fixture's first sample on the model in dir: outputs in out (freed by the caller), and the
+ * input rows of site (NULL: none) in rows->x. */
+static int run_first(const char *dir, it_outputs *out, const char *site, rows_ctx *rows)
+{
+    it_model *m = NULL;
+    it_err e = {0};
+    it_samples *ss = fixture_samples();
+    int rc = dir && ss ? it_model_load(&m, dir, &e) : IT_EINVAL;
+    if (rc == IT_OK && site) {
+        *rows = (rows_ctx){m, site, NULL, 0};
+        it_model_set_observer(m, rows_observe, rows);
+    }
+    if (rc == IT_OK) rc = it_model_run(m, &ss->s[0], out, &e);
+    CHECKF(rc == IT_OK, "%s: %s", dir ? dir : "(no folder)", e.msg);
+    it_samples_free(ss);
+    it_model_free(m);
+    return rc;
+}
+
+/* The shared embedding under each of its names gives the same logits, bit for bit (FACTS 5.2). */
+static void test_t5_embedding_names(void)
+{
+    it_outputs ref, o;
+    if (run_first("data/t5/base", &ref, NULL, NULL) != IT_OK) return;
+    static const char *const names[2] = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"};
+    for (int k = 0; k < 2; k++) {
+        const char *ren[2] = {"shared.weight", names[k]};
+        if (run_first(t5_variant(k ? "t5-dec-embed" : "t5-enc-embed", NULL, 0, ren, NULL), &o, NULL, NULL) != IT_OK)
+            continue;
+        CHECKF(!memcmp(o.o[0].data, ref.o[0].data, o.o[0].rows * o.o[0].cols * sizeof(float)), "%s", names[k]);
+        it_outputs_free(&o);
+    }
+    it_outputs_free(&ref);
+}
+
+/* A tied head (FACTS 5.5): lm_head's W0 is the shared embedding, and its input is the decoder's
+ * output times d_model^-0.5 = 1/8 (exact in binary: the untied model's lm_head input, divided by 8). */
+static void test_t5_tied_head(void)
+{
+    const char *cfg[2] = {"\"tie_word_embeddings\": false", "\"tie_word_embeddings\": true"};
+    rows_ctx a = {0}, b = {0};
+    it_outputs ref, tied;
+    if (run_first("data/t5/base", &ref, "lm_head", &a) != IT_OK) return;
+    const char *dir = t5_variant("t5-tied", cfg, 1, NULL, "lm_head.weight");
+    if (run_first(dir, &tied, "lm_head", &b) == IT_OK) {
+        CHECK(a.x && b.x && a.n == b.n);
+        for (size_t i = 0; a.x && b.x && i < a.n; i++) CHECK(b.x[i] == a.x[i] * 0.125f);
+        /* and the logits are x W^T with W the embedding */
+        it_st *st = NULL;
+        float *shared = NULL;
+        if (it_st_open(&st, "data/t5/base/model.safetensors", NULL) == IT_OK)
+            shared = golden_f32(st, "shared.weight", 256 * 64);
+        double worst = 0;
+        for (size_t r = 0; shared && b.x && r < tied.o[0].rows; r++)
+            for (size_t v = 0; v < 256; v++) {
+                double acc = 0;
+                for (size_t k = 0; k < 64; k++) acc += (double)b.x[r * 64 + k] * shared[v * 64 + k];
+                worst = fmax(worst, fabs(acc - tied.o[0].data[r * 256 + v]));
+            }
+        CHECKF(shared && worst < 1e-4, "tied logits differ from x E^T by %g", worst);
+        free(shared);
+        it_st_close(st);
+        it_outputs_free(&tied);
+    }
+    free(a.x), free(b.x);
+    it_outputs_free(&ref);
+}
+
+/* T5 v1.0: feed_forward_proj "relu", one wi: the input rows of wo are relu(x wi^T) of wi's input rows. */
+static void test_t5_relu(void)
+{
+    const char *cfg[6] = {"\"dense_act_fn\": \"gelu_new\"", "\"dense_act_fn\": \"relu\"",
+                          "\"feed_forward_proj\": \"gated-gelu\"", "\"feed_forward_proj\": \"relu\"",
+                          "\"is_gated_act\": true", "\"is_gated_act\": false"};
+    const char *ren[2] = {"wi_0", "wi"};
+    const char *dir = t5_variant("t5-relu", cfg, 3, ren, "wi_1");
+    rows_ctx wi = {0}, wo = {0};
+    it_outputs o1, o2;
+    if (run_first(dir, &o1, "decoder.block.1.layer.2.DenseReluDense.wi", &wi) != IT_OK) return;
+    if (run_first(dir, &o2, "decoder.block.1.layer.2.DenseReluDense.wo", &wo) == IT_OK) {
+        it_model *m = NULL;
+        size_t site = 0;
+        CHECK(it_model_load(&m, dir, NULL) == IT_OK &&
+              it_model_find_site(m, "decoder.block.1.layer.2.DenseReluDense.wi", &site) == IT_OK &&
+              it_model_site_count(m) == 2 * 6 + 2 * 2 + 2 * 8 + 1);
+        const float *W = m ? it_model_site_at(m, site)->w0 : NULL;
+        double worst = 0;
+        size_t rows = wi.n / 64;
+        for (size_t r = 0; W && wi.x && wo.x && wo.n == rows * 128 && r < rows; r++)
+            for (size_t j = 0; j < 128; j++) {
+                double acc = 0;
+                for (size_t k = 0; k < 64; k++) acc += (double)wi.x[r * 64 + k] * W[j * 64 + k];
+                worst = fmax(worst, fabs((acc > 0 ? acc : 0) - wo.x[r * 128 + j]));
+            }
+        CHECKF(W && wo.n == rows * 128 && worst < 1e-5, "wo's input is not relu(x wi^T): %g", worst);
+        it_model_free(m);
+        it_outputs_free(&o2);
+    }
+    free(wi.x), free(wo.x);
+    it_outputs_free(&o1);
+}
+
 void suite_t5(void)
 {
     RUN(test_t5_buckets);
     RUN(test_t5_golden);
     RUN(test_t5_generate);
     RUN(test_t5_encoder_model);
+    RUN(test_t5_embedding_names);
+    RUN(test_t5_tied_head);
+    RUN(test_t5_relu);
     RUN(test_t5_refusals);
     RUN(test_t5_sweep_equals_iterate);
 }
