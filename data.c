@@ -124,6 +124,12 @@ static int str_get(const it_json *obj, const char *key, char **out, const line_a
     return IT_OK;
 }
 
+static void ref_clear(it_tensor_ref *r)
+{
+    free(r->file);
+    free(r->tensor);
+}
+
 static void sample_clear(it_sample *s)
 {
     free(s->ids);
@@ -131,9 +137,11 @@ static void sample_clear(it_sample *s)
     free(s->text);
     free(s->name);
     free(s->image);
-    free(s->pix_file);
-    free(s->pix_tensor);
+    ref_clear(&s->ref_pixels), ref_clear(&s->ref_latents), ref_clear(&s->ref_timestep), ref_clear(&s->ref_context);
     free(s->pixels);
+    free(s->latents);
+    free(s->timesteps);
+    free(s->context);
     memset(s, 0, sizeof *s);
 }
 
@@ -162,37 +170,36 @@ static int image_get(it_sample *s, const it_json *obj, const line_at *at)
     return rc;
 }
 
-/* "pixel_values": {"file": path, "tensor": name, "index": k (optional, >= 0)}; other keys refused,
- * so that a misspelt "index" is not silently the whole batch. */
-static int pixels_get(it_sample *s, const it_json *obj, const line_at *at)
+/* obj[key] as a tensor reference {"file": path, "tensor": name, "index": k (optional, >= 0)}; other
+ * keys refused, so that a misspelt "index" is not silently the whole batch. Absent: r->file NULL. */
+static int ref_get(it_tensor_ref *r, const it_json *obj, const char *key, const line_at *at)
 {
-    const it_json *v = it_json_get(obj, "pixel_values");
+    r->index = -1;
+    const it_json *v = it_json_get(obj, key);
     if (!v) return IT_OK;
     if (v->type != IT_JSON_OBJ)
         return line_fail(at->err, IT_EFORMAT, at->path, at->line,
-                         "\"pixel_values\" is %s, expected {\"file\": .., \"tensor\": .., \"index\": ..}",
-                         type_phrase(v->type));
+                         "\"%s\" is %s, expected {\"file\": .., \"tensor\": .., \"index\": ..}", key, type_phrase(v->type));
     for (size_t i = 0; i < v->n; i++) {
         const char *k = v->keys[i];
         if (strcmp(k, "file") && strcmp(k, "tensor") && strcmp(k, "index"))
-            return line_fail(at->err, IT_EFORMAT, at->path, at->line,
-                             "\"pixel_values\": unknown key \"%s\" (file, tensor, index)", k);
+            return line_fail(at->err, IT_EFORMAT, at->path, at->line, "\"%s\": unknown key \"%s\" (file, tensor, index)",
+                             key, k);
     }
     char *file = NULL;
     int rc = str_get(v, "file", &file, at);
-    if (rc == IT_OK) rc = str_get(v, "tensor", &s->pix_tensor, at);
-    if (rc == IT_OK && (!file || !file[0] || !s->pix_tensor))
-        rc = line_fail(at->err, IT_EFORMAT, at->path, at->line, "\"pixel_values\" needs \"file\" and \"tensor\"");
-    if (rc == IT_OK && !(s->pix_file = resolve_path(at->path, file)))
+    if (rc == IT_OK) rc = str_get(v, "tensor", &r->tensor, at);
+    if (rc == IT_OK && (!file || !file[0] || !r->tensor))
+        rc = line_fail(at->err, IT_EFORMAT, at->path, at->line, "\"%s\" needs \"file\" and \"tensor\"", key);
+    if (rc == IT_OK && !(r->file = resolve_path(at->path, file)))
         rc = line_fail(at->err, IT_ENOMEM, at->path, at->line, "out of memory");
     free(file);
     const it_json *ix = it_json_get(v, "index");
-    s->pix_index = -1;
     if (rc == IT_OK && ix) {
         if (ix->type != IT_JSON_INT || !ix->i_ok || ix->i < 0)
-            rc = line_fail(at->err, IT_EFORMAT, at->path, at->line,
-                           "\"pixel_values\": \"index\" is %s, expected an integer >= 0", type_phrase(ix->type));
-        else s->pix_index = ix->i;
+            rc = line_fail(at->err, IT_EFORMAT, at->path, at->line, "\"%s\": \"index\" is %s, expected an integer >= 0",
+                           key, type_phrase(ix->type));
+        else r->index = ix->i;
     }
     return rc;
 }
@@ -219,12 +226,19 @@ static int sample_from_json(it_sample *s, const it_json *obj, const line_at *at)
     if (rc == IT_OK) rc = str_get(obj, "text", &s->text, at);
     if (rc == IT_OK) rc = str_get(obj, "name", &s->name, at);
     if (rc == IT_OK) rc = image_get(s, obj, at);
-    if (rc == IT_OK) rc = pixels_get(s, obj, at);
-    if (rc == IT_OK && s->image && s->pix_file)
+    if (rc == IT_OK) rc = ref_get(&s->ref_pixels, obj, "pixel_values", at);
+    if (rc == IT_OK) rc = ref_get(&s->ref_latents, obj, "sample", at);
+    if (rc == IT_OK) rc = ref_get(&s->ref_timestep, obj, "timestep", at);
+    if (rc == IT_OK) rc = ref_get(&s->ref_context, obj, "encoder_hidden_states", at);
+    if (rc == IT_OK && s->image && s->ref_pixels.file)
         rc = line_fail(at->err, IT_EFORMAT, at->path, at->line, "both \"image\" and \"pixel_values\" are given");
-    if (rc == IT_OK && !s->ids && !s->text && !s->image && !s->pix_file)
+    int unet = !!s->ref_latents.file + !!s->ref_timestep.file + !!s->ref_context.file;
+    if (rc == IT_OK && unet && unet < 3)
         rc = line_fail(at->err, IT_EFORMAT, at->path, at->line,
-                       "no \"input_ids\", \"ids\", \"text\", \"image\" or \"pixel_values\"");
+                       "a UNet sample needs all of \"sample\", \"timestep\" and \"encoder_hidden_states\"");
+    if (rc == IT_OK && !s->ids && !s->text && !s->image && !s->ref_pixels.file && !unet)
+        rc = line_fail(at->err, IT_EFORMAT, at->path, at->line,
+                       "no \"input_ids\", \"ids\", \"text\", \"image\", \"pixel_values\" or \"sample\"");
     if (rc != IT_OK) sample_clear(s);
     return rc;
 }
@@ -343,38 +357,79 @@ void it_samples_free(it_samples *ss)
 /* Images                                                                                        */
 /* ============================================================================================ */
 
-/* The pixels of a "pixel_values" reference: the tensor [B, C, H, W] (any float dtype), item index
- * or all B. */
-static int pixels_from_tensor(it_sample *s, const char *where, it_err *err)
+/* The float values of a reference (any float or integer dtype, converted): the whole tensor, or
+ * item r->index of its first dimension. *data malloc'd; dims (ndim <= 4) the shape, dims[0] = 1
+ * for an item. where names the line for messages. */
+static int ref_load(const it_tensor_ref *r, const char *key, const char *where, float **data, size_t *ndim,
+                    uint64_t dims[4], it_err *err)
 {
     it_st *st = NULL;
-    int rc = it_st_open(&st, s->pix_file, err);
+    int rc = it_st_open(&st, r->file, err);
     if (rc != IT_OK) {
         it__err_prefix(err, where);
         return rc;
     }
-    const it_tensor *t = it_st_find(st, s->pix_tensor);
-    if (!t) rc = it__fail(err, IT_ENOTFOUND, "%s: %s has no tensor \"%s\"", where, s->pix_file, s->pix_tensor);
-    else if (t->ndim != 4)
-        rc = it__fail(err, IT_EFORMAT, "%s: %s: tensor %s has %zu dimensions, expected 4 [batch, channels, height, width]",
-                      where, s->pix_file, s->pix_tensor, t->ndim);
-    else if (s->pix_index >= 0 && (uint64_t)s->pix_index >= t->shape[0])
-        rc = it__fail(err, IT_EINVAL, "%s: pixel_values index %" PRId64 " is outside the batch of %" PRIu64, where,
-                      s->pix_index, t->shape[0]);
+    const it_tensor *t = it_st_find(st, r->tensor);
+    if (!t) rc = it__fail(err, IT_ENOTFOUND, "%s: %s: %s has no tensor \"%s\"", where, key, r->file, r->tensor);
+    else if (t->ndim < 1 || t->ndim > 4)
+        rc = it__fail(err, IT_EFORMAT, "%s: %s: tensor %s has %zu dimensions, expected 1 to 4", where, key, r->tensor,
+                      t->ndim);
+    else if (r->index >= 0 && (uint64_t)r->index >= t->shape[0])
+        rc = it__fail(err, IT_EINVAL, "%s: %s: index %" PRId64 " is outside the first dimension of %" PRIu64, where, key,
+                      r->index, t->shape[0]);
     size_t all = rc == IT_OK ? (size_t)t->numel : 0, per = rc == IT_OK && t->shape[0] ? all / (size_t)t->shape[0] : 0;
     float *f = rc == IT_OK ? it__malloc_n(all ? all : 1, sizeof *f) : NULL;
-    if (rc == IT_OK && !f) rc = it__fail(err, IT_ENOMEM, "%s: out of memory for pixel_values", where);
+    if (rc == IT_OK && !f) rc = it__fail(err, IT_ENOMEM, "%s: %s: out of memory", where, key);
     if (rc == IT_OK && (rc = it_tensor_to_f32(t, f, err)) != IT_OK) it__err_prefix(err, where);
     if (rc == IT_OK) {
-        s->nimages = s->pix_index >= 0 ? 1 : (size_t)t->shape[0];
-        s->channels = (size_t)t->shape[1], s->height = (size_t)t->shape[2], s->width = (size_t)t->shape[3];
-        if (s->pix_index >= 0) memmove(f, f + (size_t)s->pix_index * per, per * sizeof *f);
-        s->pixels = f;
+        *ndim = t->ndim;
+        for (size_t i = 0; i < t->ndim; i++) dims[i] = t->shape[i];
+        if (r->index >= 0) memmove(f, f + (size_t)r->index * per, per * sizeof *f), dims[0] = 1;
+        *data = f;
         f = NULL;
     }
     free(f);
     it_st_close(st);
     return rc;
+}
+
+/* pixel_values: [B, C, H, W]. */
+static int pixels_from_ref(it_sample *s, const char *where, it_err *err)
+{
+    size_t nd = 0;
+    uint64_t d[4];
+    TRY(ref_load(&s->ref_pixels, "pixel_values", where, &s->pixels, &nd, d, err));
+    if (nd != 4)
+        return it__fail(err, IT_EFORMAT, "%s: pixel_values: %zu dimensions, expected 4 [batch, channels, height, width]",
+                        where, nd);
+    s->nimages = (size_t)d[0], s->channels = (size_t)d[1], s->height = (size_t)d[2], s->width = (size_t)d[3];
+    return IT_OK;
+}
+
+/* A UNet's sample [B, C, H, W], timestep [B] (or one for all B) and encoder_hidden_states [B, n, d]. */
+static int unet_from_refs(it_sample *s, const char *where, it_err *err)
+{
+    size_t nl = 0, nt = 0, nc = 0;
+    uint64_t dl[4], dt[4], dc[4];
+    TRY(ref_load(&s->ref_latents, "sample", where, &s->latents, &nl, dl, err));
+    TRY(ref_load(&s->ref_timestep, "timestep", where, &s->timesteps, &nt, dt, err));
+    TRY(ref_load(&s->ref_context, "encoder_hidden_states", where, &s->context, &nc, dc, err));
+    if (nl != 4) return it__fail(err, IT_EFORMAT, "%s: sample: %zu dimensions, expected 4 [batch, channels, height, width]", where, nl);
+    size_t B = (size_t)dl[0];
+    if (nt != 1 || (dt[0] != B && dt[0] != 1))
+        return it__fail(err, IT_EFORMAT, "%s: timestep: expected %zu values (one per latent) or one", where, B);
+    if (nc != 3 || dc[0] != B)
+        return it__fail(err, IT_EFORMAT, "%s: encoder_hidden_states: expected [%zu, tokens, dim]", where, B);
+    if (dt[0] == 1 && B > 1) { /* one timestep for the whole batch, as diffusers broadcasts it */
+        float *t = it__malloc_n(B, sizeof *t);
+        if (!t) return it__fail(err, IT_ENOMEM, "%s: out of memory", where);
+        for (size_t i = 0; i < B; i++) t[i] = s->timesteps[0];
+        free(s->timesteps);
+        s->timesteps = t;
+    }
+    s->nlatents = B, s->lat_c = (size_t)dl[1], s->lat_h = (size_t)dl[2], s->lat_w = (size_t)dl[3];
+    s->nctx = (size_t)dc[1], s->dctx = (size_t)dc[2];
+    return IT_OK;
 }
 
 int it_samples_load_pixels(it_samples *ss, const it_model *m, it_err *err)
@@ -384,13 +439,14 @@ int it_samples_load_pixels(it_samples *ss, const it_model *m, it_err *err)
     int have_proc = 0;
     for (size_t i = 0; i < ss->n; i++) {
         it_sample *s = &ss->s[i];
-        if (s->pixels || (!s->image && !s->pix_file)) continue;
         char where[IT_ERR_MAX / 2];
         snprintf(where, sizeof where, "%s: line %zu", ss->path, s->line);
+        if (s->ref_latents.file && !s->latents) TRY(unet_from_refs(s, where, err));
+        if (s->pixels || (!s->image && !s->ref_pixels.file)) continue;
         if (!c->vision_hidden)
             return it__fail(err, IT_EINVAL, "%s: an image sample, but the model has no vision tower", where);
-        if (s->pix_file) {
-            TRY(pixels_from_tensor(s, where, err));
+        if (s->ref_pixels.file) {
+            TRY(pixels_from_ref(s, where, err));
             continue;
         }
         if (!have_proc) {

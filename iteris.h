@@ -550,6 +550,13 @@ int it_lora_module_rank(const it_lora_config *cfg, const char *module, int64_t *
 typedef struct it_model it_model;
 typedef struct it_sample it_sample; /* a calibration sample (below) */
 
+/* A tensor named by reference in a samples file: {"file": .., "tensor": .., "index": k}. */
+typedef struct it_tensor_ref {
+    char *file;            /* resolved against the samples file's folder; NULL: not given */
+    char *tensor;
+    int64_t index;         /* one item of the first dimension, or -1: all of it */
+} it_tensor_ref;
+
 typedef struct it_model_site {
     const char *name;      /* module path as PEFT writes it: "model.layers.0.self_attn.q_proj" */
     int64_t d_out, d_in;
@@ -680,11 +687,18 @@ struct it_sample {
      * sample's). Paths are taken relative to the samples file's folder. it_samples_load_pixels
      * fills pixels. */
     char *image;           /* the resolved image path, or NULL */
-    char *pix_file;        /* the resolved safetensors path of "pixel_values", or NULL */
-    char *pix_tensor;      /* its tensor name */
-    int64_t pix_index;     /* its "index", or -1 */
+    it_tensor_ref ref_pixels; /* "pixel_values" */
     float *pixels;         /* [nimages x C x H x W] once loaded, or NULL */
     size_t nimages, channels, height, width;
+    /* A UNet's raw inputs, given by reference as "sample", "timestep" and "encoder_hidden_states"
+     * ({"file", "tensor", "index"} each, the reference library's names; it_samples_load_pixels
+     * loads them): nlatents latents, one timestep each, and their text states. */
+    it_tensor_ref ref_latents, ref_timestep, ref_context;
+    float *latents;        /* [nlatents x lat_c x lat_h x lat_w], or NULL */
+    size_t nlatents, lat_c, lat_h, lat_w;
+    float *timesteps;      /* [nlatents] */
+    float *context;        /* [nlatents x nctx x dctx] */
+    size_t nctx, dctx;
 };
 
 typedef struct it_samples {

@@ -1120,6 +1120,7 @@ static int load_arch(it_model *m, it_err *err)
     if (m->cfg.arch == IT_ARCH_LLAMA) return it__llama_load(m, err);
     if (m->cfg.arch == IT_ARCH_T5) return it__t5_load(m, err);
     if (m->cfg.arch == IT_ARCH_CLIP) return it__clip_load(m, err);
+    if (m->cfg.arch == IT_ARCH_UNET) return it__unet_load(m, err);
     char *cfg = it__path_join(m->dir, "config.json");
     int rc;
     if (m->cfg.arch == IT_ARCH_UNKNOWN)
@@ -1138,8 +1139,7 @@ static int model_open(it_model *m, const char *dir, it_err *err)
     if (!it__is_dir(dir)) return it__fail(err, IT_EINVAL, "%s: expected a model folder (config.json + safetensors)", dir);
     if (!(m->dir = it__strdup(dir))) return it__fail(err, IT_ENOMEM, "out of memory");
     TRY(it_config_load(&m->cfg, dir, err));
-    if (m->cfg.arch != IT_ARCH_LLAMA && m->cfg.arch != IT_ARCH_T5 && m->cfg.arch != IT_ARCH_CLIP)
-        return load_arch(m, err); /* refused before the weights are read */
+    if (m->cfg.arch == IT_ARCH_UNKNOWN) return load_arch(m, err); /* refused before the weights are read */
     TRY(find_weights(dir, &m->wpath, err));
     TRY(it_st_open(&m->st, m->wpath, err));
     return load_arch(m, err);

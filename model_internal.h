@@ -112,5 +112,6 @@ size_t it__t5_bucket(long rel, int bidirectional, size_t buckets, size_t max_dis
 int it__llama_load(it_model *m, it_err *err);
 int it__t5_load(it_model *m, it_err *err);
 int it__clip_load(it_model *m, it_err *err);
+int it__unet_load(it_model *m, it_err *err);
 
 #endif /* ITERIS_MODEL_INTERNAL_H */

@@ -276,7 +276,7 @@ static void fuzz_samples(const uint8_t *data, size_t size)
     PROMISE(rc == IT_OK ? ss && ss->n > 0 : !ss && !strchr(err.msg, '\n') && !strncmp(err.msg, FUZZ_NAME ": ", strlen(FUZZ_NAME) + 2));
     for (size_t i = 0; rc == IT_OK && i < ss->n; i++) {
         const it_sample *s = &ss->s[i];
-        PROMISE(s->ids || s->text || s->image || s->pix_file);
+        PROMISE(s->ids || s->text || s->image || s->ref_pixels.file || s->ref_latents.file);
         PROMISE((s->ids != NULL) == (s->n > 0) && (s->dec_ids != NULL) == (s->ndec > 0));
     }
     it_samples_free(ss);

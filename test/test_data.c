@@ -197,8 +197,8 @@ static void test_data_refuse_ids(void)
 static void test_data_refuse_lines(void)
 {
     static const bad_line cases[] = {
-        {"{\"decoder_input_ids\": [1]}", "no \"input_ids\", \"ids\", \"text\", \"image\" or \"pixel_values\""},
-        {"{\"name\": \"x\"}", "no \"input_ids\", \"ids\", \"text\", \"image\" or \"pixel_values\""},
+        {"{\"decoder_input_ids\": [1]}", "no \"input_ids\", \"ids\", \"text\", \"image\", \"pixel_values\" or \"sample\""},
+        {"{\"name\": \"x\"}", "no \"input_ids\", \"ids\", \"text\", \"image\", \"pixel_values\" or \"sample\""},
         {"{\"image\": 3}", "\"image\" is an integer, expected a string"},
         {"{\"image\": \"\"}", "\"image\" is an empty path"},
         {"{\"image\": \"a.ppm\", \"pixel_values\": {\"file\": \"x\", \"tensor\": \"t\"}}", "both \"image\" and"},
@@ -206,6 +206,8 @@ static void test_data_refuse_lines(void)
         {"{\"pixel_values\": {\"file\": \"x\"}}", "\"pixel_values\" needs \"file\" and \"tensor\""},
         {"{\"pixel_values\": {\"file\": \"x\", \"tensor\": \"t\", \"idx\": 0}}", "unknown key \"idx\""},
         {"{\"pixel_values\": {\"file\": \"x\", \"tensor\": \"t\", \"index\": -1}}", "\"index\" is an integer, expected"},
+        {"{\"sample\": {\"file\": \"x\", \"tensor\": \"t\"}}", "a UNet sample needs all of"},
+        {"{\"timestep\": 5}", "\"timestep\" is an integer, expected {"},
         {"{}", "no \"input_ids\""},
         {"{\"text\": 5}", "\"text\" is an integer, expected a string"},
         {"{\"text\": [\"a\"]}", "\"text\" is an array, expected a string"},

@@ -474,7 +474,8 @@ static void test_model_bad_folders(void)
                   "expected [32, 64]");
     check_refused(derive_folder("norm", &norm), IT_ENOTFOUND, "post_attention_layernorm.weight is missing", "[64]");
     check_refused(derive_folder("gelu", &gelu), IT_EUNSUPPORTED, "hidden_act \"gelu\"", NULL);
-    check_refused("data/unet/base", IT_EUNSUPPORTED, "data/unet/base/config.json: unet forward pass not built yet", NULL);
+    derive bert = {.dtype = IT_F32, .cfg_from = "\"model_type\": \"llama\"", .cfg_to = "\"model_type\": \"bert\""};
+    check_refused(derive_folder("bert", &bert), IT_EUNSUPPORTED, "model_type \"bert\"", "is not a supported architecture");
     check_refused("data/nowhere", IT_EINVAL, "data/nowhere", NULL);
     derive plain = {.dtype = IT_F32};
     const char *empty = test_tmppath("model-empty");
