@@ -517,7 +517,10 @@ const it_lora_module *it_adapter_find(const it_adapter *a, const char *component
 /* Maps kohya names of one component ("unet", "text_encoder") to module paths, given the module
  * paths of that component's model (e.g. every tensor name ending in ".weight", without it): a kohya
  * name is "lora_unet_" / "lora_te_" + the path with every '.' replaced by '_' ("lora_te1_" is
- * text_encoder too, "lora_te2_" text_encoder_2). A kohya module that names no module is IT_ENOTFOUND
+ * text_encoder too, "lora_te2_" text_encoder_2); a UNet attention module may also be spelt as in the
+ * original LDM / SGM checkpoints (input_blocks.<i>.1..., middle_block.1..., output_blocks.<i>.1...,
+ * FACTS.md 7.4, with layers_per_block read off the paths' down_blocks.<d>.resnets.<j>). A kohya
+ * module that names no module is IT_ENOTFOUND
  * naming it; one whose spelling fits two model paths, or two modules that come to name one path, are
  * IT_EFORMAT; another component is IT_EINVAL. On failure the adapter is unchanged. Modules already
  * resolved are left as they are; the modules are sorted again. */

@@ -973,15 +973,62 @@ static int resolve_dups(const it_adapter *a, const char **names, it_err *err)
 }
 
 /* Sorted kohya spellings of the model's paths: one table, then a binary search per module. */
-static int kohya_table(kname *tab, const char *const *modules, size_t n, const char *path, it_err *err)
+/* The UNet's layers_per_block, from its module paths: one more than the largest j of
+ * "down_blocks.<d>.resnets.<j>."; 0 when there is none. */
+static size_t unet_layers_per_block(const char *const *modules, size_t n)
 {
-    for (size_t j = 0; j < n; j++) {
-        tab[j].path = modules[j];
-        if (!(tab[j].key = it__strdup(modules[j]))) return it__fail(err, IT_ENOMEM, "%s: out of memory", path);
-        for (char *c = tab[j].key; *c; c++)
-            if (*c == '.') *c = '_';
+    size_t lpb = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned d, j;
+        int used = 0;
+        if (sscanf(modules[i], "down_blocks.%u.resnets.%u.%n", &d, &j, &used) == 2 && used > 0 && j + 1 > lpb)
+            lpb = j + 1;
     }
-    qsort(tab, n, sizeof *tab, cmp_kname);
+    return lpb;
+}
+
+/* The original LDM / SGM spelling of a diffusers UNet attention path (FACTS 7.4; kohya files for
+ * SD 1.x and SDXL may use it), with L = layers_per_block + 1:
+ *   down_blocks.d.attentions.j.X -> input_blocks.(1 + d L + j).1.X
+ *   mid_block.attentions.0.X     -> middle_block.1.X
+ *   up_blocks.u.attentions.j.X   -> output_blocks.(u L + j).1.X
+ * into buf[size]; 0 when the path has no such spelling. */
+static int sgm_spelling(const char *path, size_t L, char *buf, size_t size)
+{
+    unsigned a, b;
+    int used = 0;
+    if (sscanf(path, "down_blocks.%u.attentions.%u.%n", &a, &b, &used) == 2 && used > 0)
+        return snprintf(buf, size, "input_blocks.%zu.1.%s", 1 + a * L + b, path + used) < (int)size;
+    used = 0;
+    if (sscanf(path, "up_blocks.%u.attentions.%u.%n", &a, &b, &used) == 2 && used > 0)
+        return snprintf(buf, size, "output_blocks.%zu.1.%s", a * L + b, path + used) < (int)size;
+    if (!strncmp(path, "mid_block.attentions.0.", 23))
+        return snprintf(buf, size, "middle_block.1.%s", path + 23) < (int)size;
+    return 0;
+}
+
+/* The kohya keys of the module paths (every '.' an '_'), sorted: one per path, and for a UNet
+ * (sgm_l = layers_per_block + 1 > 1) a second for each attention path in its LDM / SGM spelling.
+ * tab has room for 2 n; *ntab gets the count. */
+static int kohya_table(kname *tab, size_t *ntab, const char *const *modules, size_t n, size_t sgm_l,
+                       const char *path, it_err *err)
+{
+    size_t k = 0;
+    char sgm[512];
+    for (size_t j = 0; j < n; j++) {
+        for (int pass = 0; pass < 2; pass++) {
+            const char *name = modules[j];
+            if (pass == 1 && (sgm_l < 2 || !sgm_spelling(modules[j], sgm_l, sgm, sizeof sgm))) continue;
+            if (pass == 1) name = sgm;
+            tab[k].path = modules[j];
+            if (!(tab[k].key = it__strdup(name))) return it__fail(err, IT_ENOMEM, "%s: out of memory", path);
+            for (char *c = tab[k].key; *c; c++)
+                if (*c == '.') *c = '_';
+            k++;
+            *ntab = k;
+        }
+    }
+    qsort(tab, k, sizeof *tab, cmp_kname);
     return IT_OK;
 }
 
@@ -994,12 +1041,13 @@ int it_adapter_resolve(it_adapter *a, const char *component, const char *const *
     size_t unresolved = 0;
     for (size_t i = 0; i < a->n; i++) unresolved += !strcmp(a->mods[i].component, component) && kohya_prefix(component, a->mods[i].name);
     if (unresolved == 0) return IT_OK;
-    kname *tab = it__calloc(nmodules ? nmodules : 1, sizeof *tab);
+    size_t ntab = 0, sgm_l = strcmp(component, "unet") ? 0 : unet_layers_per_block(modules, nmodules) + 1;
+    kname *tab = it__calloc(2 * nmodules + 1, sizeof *tab);
     const char **names = it__calloc(a->n, sizeof *names);
     char **copies = it__calloc(a->n, sizeof *copies);
     int rc = tab && names && copies ? IT_OK : it__fail(err, IT_ENOMEM, "%s: out of memory", a->path);
-    if (rc == IT_OK) rc = kohya_table(tab, modules, nmodules, a->path, err);
-    if (rc == IT_OK) rc = resolve_names(a, component, tab, nmodules, names, err);
+    if (rc == IT_OK) rc = kohya_table(tab, &ntab, modules, nmodules, sgm_l, a->path, err);
+    if (rc == IT_OK) rc = resolve_names(a, component, tab, ntab, names, err);
     if (rc == IT_OK) rc = resolve_dups(a, names, err);
     for (size_t i = 0; i < a->n && rc == IT_OK; i++)
         if (names[i] && !(copies[i] = it__strdup(names[i]))) rc = it__fail(err, IT_ENOMEM, "%s: out of memory", a->path);
@@ -1007,7 +1055,7 @@ int it_adapter_resolve(it_adapter *a, const char *component, const char *const *
         if (copies[i]) free(a->mods[i].name), a->mods[i].name = copies[i], copies[i] = NULL;
     if (rc == IT_OK) qsort(a->mods, a->n, sizeof *a->mods, cmp_module);
     for (size_t i = 0; copies && i < a->n; i++) free(copies[i]);
-    for (size_t j = 0; tab && j < nmodules; j++) free(tab[j].key);
+    for (size_t j = 0; tab && j < ntab; j++) free(tab[j].key);
     free(tab);
     free(names);
     free(copies);

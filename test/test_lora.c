@@ -1069,6 +1069,37 @@ static void test_lora_kohya(void)
 }
 
 /* Kohya names -> module paths, given the model's modules (FACTS 3.1: prefix + path with '.' -> '_'). */
+/* kohya names in the original LDM / SGM spelling of the UNet (input_blocks, middle_block,
+ * output_blocks) resolve to the diffusers paths, with layers_per_block (here 2, so L = 3) read off
+ * the resnets' paths. */
+static void test_lora_kohya_sgm(void)
+{
+    char path[4096];
+    it_err e;
+    const char *unet[] = {
+        "down_blocks.0.resnets.0.conv1", "down_blocks.0.resnets.1.conv1",
+        "down_blocks.1.attentions.1.transformer_blocks.0.attn1.to_q", /* input_blocks.5.1 */
+        "mid_block.attentions.0.proj_in",                               /* middle_block.1 */
+        "up_blocks.2.attentions.0.transformer_blocks.0.attn2.to_k",     /* output_blocks.6.1 */
+    };
+    tbuf b = {0};
+    tb_kohya(&b, "lora_unet_input_blocks_5_1_transformer_blocks_0_attn1_to_q", 2, 8, 8, 0, 1);
+    tb_kohya(&b, "lora_unet_middle_block_1_proj_in", 2, 8, 8, 1, 2);
+    tb_kohya(&b, "lora_unet_output_blocks_6_1_transformer_blocks_0_attn2_to_k", 2, 8, 8, 0, 3);
+    it_adapter *a = load_ok(sd_file(path, "kohya-sgm.safetensors", &b));
+    if (!a) return;
+    CHECKF(it_adapter_resolve(a, "unet", unet, 5, &e) == IT_OK, "%s", e.msg);
+    for (int k = 2; k < 5; k++) CHECKF(it_adapter_find(a, "unet", unet[k]) != NULL, "%s not resolved", unet[k]);
+    it_adapter_free(a);
+    /* with layers_per_block 1 (L = 2) input_blocks.5.1 is down_blocks.2.attentions.0: not a module here */
+    const char *one[] = {unet[0], unet[2], unet[3], unet[4]};
+    a = load_ok(path);
+    if (!a) return;
+    CHECK(it_adapter_resolve(a, "unet", one, 4, &e) == IT_ENOTFOUND);
+    check_msg(&e, path, "kohya module lora_unet_input_blocks_5_1_transformer_blocks_0_attn1_to_q names no module");
+    it_adapter_free(a);
+}
+
 static void test_lora_kohya_resolve(void)
 {
     char path[4096];
@@ -1481,6 +1512,7 @@ void suite_lora(void)
     RUN(test_lora_peft_versions);
     RUN(test_lora_kohya);
     RUN(test_lora_kohya_resolve);
+    RUN(test_lora_kohya_sgm);
     RUN(test_lora_kohya_bad);
     RUN(test_lora_diffusers);
     RUN(test_lora_diffusers_metadata);
