@@ -346,6 +346,8 @@ static void gemm_block(gemm_t *g, size_t i_lo, size_t i_hi, size_t j_lo, size_t 
 static void gemm_task(void *ctx, size_t t)
 {
     gemm_t *g = ctx;
+    size_t len = g->by_rows ? g->m : g->n, tasks = (len + g->chunk - 1) / g->chunk;
+    if (g->tri == (g->by_rows ? TRI_LOWER : TRI_UPPER)) t = tasks - 1 - t; /* the longest strips first */
     size_t lo = t * g->chunk, hi = lo + g->chunk;
     if (g->by_rows) gemm_block(g, lo, hi < g->m ? hi : g->m, 0, g->n);
     else gemm_block(g, 0, g->m, lo, hi < g->n ? hi : g->n);
@@ -371,6 +373,18 @@ static atomic_uint_least64_t gemm_flops;
 
 uint64_t it__gemm_flops(void) { return atomic_load(&gemm_flops); }
 
+/* The kernel set and its blocking for g; counts the flops. */
+static void gemm_setup(gemm_t *g)
+{
+    atomic_fetch_add(&gemm_flops, (uint_least64_t)(2.0 * (double)g->m * (double)g->n * (double)g->k));
+    const it__kernels *kn = g->kn = it__kern();
+    int d = g->prec != PREC_S;
+    g->mr = d ? kn->dmr : kn->smr, g->nr = d ? kn->dnr : kn->snr;
+    g->kc = d ? kn->dkc : kn->skc, g->nb = d ? kn->dnb : kn->snb, g->mb = d ? kn->dmb : kn->smb;
+    g->es = d ? sizeof(double) : sizeof(float);
+    atomic_store(&g->failed, 0);
+}
+
 /* Splits C between threads (whole MR rows or NR columns, more tasks than threads for triangles)
  * and runs. */
 static int gemm_run(gemm_t *g)
@@ -380,17 +394,11 @@ static int gemm_run(gemm_t *g)
         scale_c(g);
         return IT_OK;
     }
-    atomic_fetch_add(&gemm_flops, (uint_least64_t)(2.0 * (double)g->m * (double)g->n * (double)g->k));
-    const it__kernels *kn = g->kn = it__kern();
-    int d = g->prec != PREC_S;
-    g->mr = d ? kn->dmr : kn->smr, g->nr = d ? kn->dnr : kn->snr;
-    g->kc = d ? kn->dkc : kn->skc, g->nb = d ? kn->dnb : kn->snb, g->mb = d ? kn->dmb : kn->smb;
-    g->es = d ? sizeof(double) : sizeof(float);
+    gemm_setup(g);
     size_t threads = (size_t)it_get_threads(), tasks = threads * (g->tri != TRI_ALL ? 4 : 1);
     g->by_rows = g->m / g->mr >= g->n / g->nr;
     size_t len = g->by_rows ? g->m : g->n, unit = g->by_rows ? g->mr : g->nr;
     g->chunk = round_up((len + tasks - 1) / tasks, unit);
-    atomic_store(&g->failed, 0);
     it__parallel_for((len + g->chunk - 1) / g->chunk, gemm_task, g);
     return atomic_load(&g->failed) ? IT_ENOMEM : IT_OK;
 }
@@ -683,22 +691,60 @@ static int potrf_recursive(double *A, size_t lda, size_t n, size_t *pivot)
     return rc;
 }
 
-/* Blocked right-looking Cholesky (Golub & Van Loan, Alg. 4.2.4): for each block column of POTRF_NB,
- * factor the diagonal block (recursively), solve the panel below it, and update the trailing
- * matrix with one deep GEMM on its lower triangle, where the work is. */
+/* One step of the blocked Cholesky with lookahead: A22 -= L21 L21^T on the lower triangle of the
+ * trailing matrix (rest x rest), and the factorisation of its leading nb x nb block as soon as that
+ * block is updated. Task 0 updates and factors the block (the only serial work of the step) while
+ * the other tasks update strips of rows below it, the longest strips first. */
+typedef struct {
+    gemm_t g;          /* the update of the trailing matrix, C = A22 */
+    size_t nb, chunk;  /* the block to factor next; rows of A22 per strip below it */
+    int rc;            /* of the factorisation (task 0) */
+    size_t pivot;      /* its failing row, within the block */
+} potrf_step_t;
+
+static void potrf_step_task(void *ctx, size_t t)
+{
+    potrf_step_t *st = ctx;
+    size_t m = st->g.m, strips = (m - st->nb + st->chunk - 1) / st->chunk;
+    if (t == 0) {
+        gemm_block(&st->g, 0, st->nb, 0, st->nb);
+        if (!atomic_load(&st->g.failed)) st->rc = potrf_recursive(st->g.C, st->g.ldc, st->nb, &st->pivot);
+        return;
+    }
+    size_t lo = st->nb + (strips - t) * st->chunk, hi = lo + st->chunk < m ? lo + st->chunk : m;
+    gemm_block(&st->g, lo, hi, 0, hi);
+}
+
+/* Blocked right-looking Cholesky (Golub & Van Loan, Alg. 4.2.4) with a lookahead of one block
+ * (the factorisation of the next diagonal block overlaps the rest of the trailing update): for
+ * each block column of POTRF_NB, the diagonal block is factored (recursively), the panel below it
+ * is solved, and the trailing matrix is updated with one deep GEMM on its lower triangle. Each
+ * element goes through the same operations whatever the threads: only the order of the
+ * independent updates changes. */
 #define POTRF_NB 256
 int it_dpotrf(double *A, size_t lda, size_t n, size_t *pivot)
 {
-    for (size_t j = 0; j < n; j += POTRF_NB) {
-        size_t jb = n - j < POTRF_NB ? n - j : POTRF_NB, rest = n - j - jb, p = 0;
+    size_t jb = n < POTRF_NB ? n : POTRF_NB, next = 0, p = 0;
+    int rc = potrf_recursive(A, lda, jb, &p);
+    if (rc == IT_ENOTSPD && pivot) *pivot = p;
+    for (size_t j = 0; rc == IT_OK && j + jb < n; j += jb, jb = next) {
+        size_t rest = n - j - jb;
+        next = rest < POTRF_NB ? rest : POTRF_NB;
         double *Ajj = A + j * lda + j, *A21 = Ajj + jb * lda, *A22 = A21 + jb;
-        int rc = potrf_recursive(Ajj, lda, jb, &p);
-        if (rc == IT_ENOTSPD && pivot) *pivot = j + p;
-        if (rc == IT_OK && rest) rc = it_dtrsm_right(IT_T, rest, jb, Ajj, lda, A21, lda);
-        if (rc == IT_OK && rest) rc = dgemm_tri(TRI_LOWER, IT_N, IT_T, rest, jb, -1.0, A21, lda, A21, lda, 1.0, A22, lda);
-        if (rc != IT_OK) return rc;
+        if ((rc = it_dtrsm_right(IT_T, rest, jb, Ajj, lda, A21, lda))) break;
+        potrf_step_t st = {.g = {.prec = PREC_D, .ta = IT_N, .tb = IT_T, .m = rest, .n = rest, .k = jb, .A = A21,
+                                 .B = A21, .lda = lda, .ldb = lda, .C = A22, .ldc = lda, .dalpha = -1.0, .dbeta = 1.0,
+                                 .tri = TRI_LOWER},
+                           .nb = next, .rc = IT_OK};
+        gemm_setup(&st.g);
+        size_t strips = 4 * (size_t)it_get_threads();
+        size_t rows = (rest - next + strips - 1) / strips;
+        st.chunk = round_up(rows ? rows : 1, st.g.mr);
+        it__parallel_for(1 + (rest - next + st.chunk - 1) / st.chunk, potrf_step_task, &st);
+        rc = atomic_load(&st.g.failed) ? IT_ENOMEM : st.rc;
+        if (rc == IT_ENOTSPD && pivot) *pivot = j + jb + st.pivot;
     }
-    return IT_OK;
+    return rc;
 }
 
 /* X Q = P with Q = L L^T: Y L^T = P, then X L = Y. */

@@ -9,6 +9,7 @@
 #if defined(__x86_64__) && !defined(IT_NOSIMD)
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #define SMR 12
 #define SNR 32
@@ -117,15 +118,81 @@ static void dgemm_12x16(size_t k, const double *a, const double *b, double *c, s
     d_update_partial(t, c, ldc, alpha, beta, m, n);
 }
 
-/* X op(L) = B, eight rows per register: column j of the 8-row block is gathered into T[j], then
- * each unknown is the naive routine's sequence (multiply, subtract, in increasing t; divide) on
- * eight rows at once. The last rows go through a masked copy of the same code. */
+/* r[0..8) := its transpose (r[i] holds row i of an 8 x 8 block): pairs of rows interleaved, then
+ * 128-bit lanes gathered twice. */
+static void transpose_8x8(__m512d r[8])
+{
+    __m512d t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm512_unpacklo_pd(r[2 * i], r[2 * i + 1]);     /* lane L: rows 2i, 2i+1 at column 2L */
+        t[2 * i + 1] = _mm512_unpackhi_pd(r[2 * i], r[2 * i + 1]); /* ... at column 2L+1 */
+    }
+    for (int h = 0; h < 2; h++) /* h: even or odd columns */
+        for (int g = 0; g < 2; g++) { /* g: rows 0-3 or 4-7 */
+            u[4 * h + 2 * g] = _mm512_shuffle_f64x2(t[4 * g + h], t[4 * g + 2 + h], 0x88);
+            u[4 * h + 2 * g + 1] = _mm512_shuffle_f64x2(t[4 * g + h], t[4 * g + 2 + h], 0xdd);
+        }
+    for (int h = 0; h < 2; h++)
+        for (int c = 0; c < 2; c++) {
+            r[2 * c + h] = _mm512_shuffle_f64x2(u[4 * h + c], u[4 * h + 2 + c], 0x88);
+            r[2 * c + h + 4] = _mm512_shuffle_f64x2(u[4 * h + c], u[4 * h + 2 + c], 0xdd);
+        }
+}
+
+/* X op(L) = B for 32 rows of B, four registers (of eight rows) per column: each unknown is the naive
+ * routine's sequence (multiply, subtract, in increasing t; divide) on the 32 rows at once, four
+ * independent subtraction chains that hide each other's latency. The rows are copied to a local
+ * tile first (rows of B a multiple of 4 KiB apart would all fall into one cache set) and turned
+ * into columns by 8 x 8 transposes. */
+static void dtrsm_rows_32(it_op op, size_t n, const double *L, size_t ldl, double *b, size_t ldb)
+{
+    enum { W = IT__TRSM_BASE };
+    __m512d T[W][4], r[8];
+    double buf[32 * W];
+    size_t n8 = (n + 7) / 8 * 8;
+    for (size_t i = 0; i < 32; i++) {
+        memcpy(buf + i * W, b + i * ldb, n * sizeof(double));
+        for (size_t j = n; j < n8; j++) buf[i * W + j] = 0.0;
+    }
+    for (size_t j = 0; j < n8; j += 8)
+        for (int q = 0; q < 4; q++) {
+            for (int i = 0; i < 8; i++) r[i] = _mm512_loadu_pd(buf + (8 * q + i) * W + j);
+            transpose_8x8(r);
+            for (int i = 0; i < 8; i++) T[j + i][q] = r[i];
+        }
+    for (size_t s = 0; s < n; s++) {
+        size_t jj = op == IT_T ? s : n - 1 - s, t0 = op == IT_T ? 0 : jj + 1, t1 = op == IT_T ? jj : n;
+        __m512d v0 = T[jj][0], v1 = T[jj][1], v2 = T[jj][2], v3 = T[jj][3];
+        for (size_t t = t0; t < t1; t++) {
+            __m512d l = _mm512_set1_pd(op == IT_N ? L[t * ldl + jj] : L[jj * ldl + t]);
+            v0 = _mm512_sub_pd(v0, _mm512_mul_pd(T[t][0], l));
+            v1 = _mm512_sub_pd(v1, _mm512_mul_pd(T[t][1], l));
+            v2 = _mm512_sub_pd(v2, _mm512_mul_pd(T[t][2], l));
+            v3 = _mm512_sub_pd(v3, _mm512_mul_pd(T[t][3], l));
+        }
+        __m512d d = _mm512_set1_pd(L[jj * ldl + jj]);
+        T[jj][0] = _mm512_div_pd(v0, d), T[jj][1] = _mm512_div_pd(v1, d);
+        T[jj][2] = _mm512_div_pd(v2, d), T[jj][3] = _mm512_div_pd(v3, d);
+    }
+    for (size_t j = 0; j < n8; j += 8)
+        for (int q = 0; q < 4; q++) {
+            for (int i = 0; i < 8; i++) r[i] = T[j + i][q];
+            transpose_8x8(r);
+            for (int i = 0; i < 8; i++) _mm512_storeu_pd(buf + (8 * q + i) * W + j, r[i]);
+        }
+    for (size_t i = 0; i < 32; i++) memcpy(b + i * ldb, buf + i * W, n * sizeof(double));
+}
+
+/* X op(L) = B: blocks of 32 rows, then the last rows eight at a time (a masked gather of each
+ * column into one register, the same sequence of operations). */
 static void dtrsm_rows_8(it_op op, size_t m, size_t n, const double *L, size_t ldl, double *B, size_t ldb)
 {
     __m512d T[IT__TRSM_BASE];
     long long ld = (long long)ldb;
     __m512i rows = _mm512_set_epi64(7 * ld, 6 * ld, 5 * ld, 4 * ld, 3 * ld, 2 * ld, ld, 0);
-    for (size_t i = 0; i < m; i += 8) {
+    size_t i = 0;
+    for (; i + 32 <= m; i += 32) dtrsm_rows_32(op, n, L, ldl, B + i * ldb, ldb);
+    for (; i < m; i += 8) {
         __mmask8 k = m - i >= 8 ? 0xff : (__mmask8)((1u << (m - i)) - 1);
         double *b = B + i * ldb;
         for (size_t j = 0; j < n; j++) T[j] = _mm512_mask_i64gather_pd(_mm512_setzero_pd(), k, rows, b + j, 8);

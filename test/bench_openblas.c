@@ -93,6 +93,10 @@ int main(int argc, char **argv)
             for (int si = 0; si < nsizes; si++) {
                 data d;
                 fill(&d, sizes[si]);
+                /* OpenBLAS's idle threads spin for a while after a call (fill's cblas_dgemm here, the
+                 * previous measurement below): let them go to sleep before a measurement of ours */
+                struct timespec pause = {0, 300000000};
+                nanosleep(&pause, NULL);
                 double best[2] = {INFINITY, INFINITY};
                 for (int who = 0; who < 2; who++) { /* ours first, then OpenBLAS, each warmed up */
                     double start = now();
@@ -100,10 +104,6 @@ int main(int argc, char **argv)
                     for (int rep = 0; rep < 30 && (rep < 3 || now() - start < 1.0); rep++)
                         best[who] = fmin(best[who], run(routines[ri], who, &d));
                 }
-                /* OpenBLAS's idle threads spin for a while after a call: let them go to sleep
-                 * before the next measurement of ours */
-                struct timespec pause = {0, 300000000};
-                nanosleep(&pause, NULL);
                 double f = flops(routines[ri], sizes[si]) / 1e9;
                 printf("%-8s %6d %7d %12.2f %12.2f %7.2f\n", routines[ri], sizes[si], threads[ti], f / best[0], f / best[1], best[1] / best[0]);
                 fflush(stdout);

@@ -1288,14 +1288,15 @@ static void job_trsm(const void *ctx, void *out)
     else CHECK(it_dtrsm_right(j->op, j->m, j->n, j->dA, j->lda, out, j->ldb) == IT_OK);
 }
 
-/* it_dpotrf (n 300) and the four triangular solves (n 200, 150 right-hand sides). */
+/* it_dpotrf (n 700: three block steps, the next block factored beside the trailing update) and the
+ * four triangular solves (n 200, 150 right-hand sides). */
 static void linalg_threads_potrf_trsm(void)
 {
     uint64_t seed = 19;
-    tjob j = {IT_N, IT_N, IT_N, 0, 300, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0};
-    double *A0 = spd_matrix(300, &seed), *A = lower_copy(A0, 300, &j.lda);
+    tjob j = {IT_N, IT_N, IT_N, 0, 700, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0};
+    double *A0 = spd_matrix(700, &seed), *A = lower_copy(A0, 700, &j.lda);
     j.dA = A;
-    CHECK(same_for_threads(job_potrf, &j, 300 * j.lda * sizeof(double)));
+    CHECK(same_for_threads(job_potrf, &j, 700 * j.lda * sizeof(double)));
     size_t ldl, ldr;
     double *L = tri_matrix(200, &j.lda, &seed);
     double *BL = d_matrix(200, 150, &ldl, &seed), *BR = d_matrix(150, 200, &ldr, &seed);
