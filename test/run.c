@@ -170,6 +170,7 @@ int main(int argc, char **argv)
     suite_t5();
     suite_clip();
     suite_image();
+    suite_unet();
     suite_data();
     suite_merge();
     suite_demo();
