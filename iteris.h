@@ -527,6 +527,14 @@ const it_lora_module *it_adapter_find(const it_adapter *a, const char *component
 int it_adapter_resolve(it_adapter *a, const char *component, const char *const *modules, size_t nmodules,
                        it_err *err);
 
+/* Fits an adapter to one model: the modules of component (a Stable Diffusion file's "unet" or
+ * "text_encoder" part, kohya names resolved against modules, the model's module paths, as
+ * it_adapter_resolve does) become plain modules (component ""), as a PEFT folder's are; modules of
+ * other components are dropped, with a note in warn naming the component and how many. component
+ * "" or NULL keeps only the plain modules. Errors as it_adapter_resolve's. */
+int it_adapter_select(it_adapter *a, const char *component, const char *const *modules, size_t nmodules,
+                      it_err *err);
+
 /* dW = scale * B A into delta [d_out x d_in] (row-major, linear view), accumulated in double. */
 void it_lora_delta(const it_lora_module *m, double *delta);
 
@@ -592,6 +600,9 @@ void it_model_free(it_model *m);
 const it_config *it_model_config(const it_model *m);
 const it_st *it_model_weights(const it_model *m);         /* the base checkpoint */
 const char *it_model_dir(const it_model *m);              /* the model folder, as given */
+/* The Stable Diffusion component the model is, for adapters in SD file formats: "unet" for a UNet,
+ * "text_encoder" for a CLIP text model, "" for anything else. */
+const char *it_model_component(const it_model *m);
 size_t it_model_site_count(const it_model *m);
 const it_model_site *it_model_site_at(const it_model *m, size_t i);
 int it_model_find_site(const it_model *m, const char *name, size_t *i); /* IT_ENOTFOUND */

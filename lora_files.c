@@ -1062,6 +1062,39 @@ int it_adapter_resolve(it_adapter *a, const char *component, const char *const *
     return rc;
 }
 
+int it_adapter_select(it_adapter *a, const char *component, const char *const *modules, size_t nmodules,
+                      it_err *err)
+{
+    if (!component || !component[0]) component = NULL;
+    if (component) TRY(it_adapter_resolve(a, component, modules, nmodules, err));
+    /* what is left out, by component, for the note */
+    char left[3][16] = {{0}};
+    size_t nleft[3] = {0}, kept = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        it_lora_module *m = &a->mods[i];
+        if (!m->component[0] || (component && !strcmp(m->component, component))) continue;
+        size_t k = 0;
+        while (k < 3 && left[k][0] && strcmp(left[k], m->component)) k++;
+        if (k < 3) snprintf(left[k], sizeof left[k], "%s", m->component), nleft[k]++;
+    }
+    for (size_t i = 0; i < a->n; i++) {
+        it_lora_module *m = &a->mods[i];
+        int keep = !m->component[0] || (component && !strcmp(m->component, component));
+        if (!keep) {
+            free(m->name), free(m->A), free(m->B);
+            continue;
+        }
+        m->component[0] = 0;
+        a->mods[kept++] = *m;
+    }
+    a->n = kept;
+    qsort(a->mods, a->n, sizeof *a->mods, cmp_module);
+    for (size_t k = 0; k < 3 && left[k][0]; k++)
+        TRY(add_warn(a, err, "%s: %zu %s module%s left out: the model is %s", a->path, nleft[k], left[k],
+                     nleft[k] == 1 ? "" : "s", component ? component : "not a Stable Diffusion component"));
+    return IT_OK;
+}
+
 /* dW = scale * B A (FACTS 2.3: W' = W + scaling (B @ A); kohya merge_to likewise, FACTS 3.1), row by
  * row: each element sums B[i][k] A[k][j] over k = 0..r-1 in double, then is multiplied by scale. */
 void it_lora_delta(const it_lora_module *m, double *delta)

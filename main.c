@@ -597,6 +597,28 @@ static void run_inputs_free(run_inputs *in)
     it_model_free(in->model);
 }
 
+/* Fits adapter ad to model m: a Stable Diffusion file's part for this model (its "unet" or
+ * "text_encoder" modules, kohya names resolved against the checkpoint's module paths: its tensor
+ * names ending in ".weight", without it), notes for the rest. */
+static int fit_adapter(it_adapter *ad, const it_model *m, it_err *err)
+{
+    const it_st *st = it_model_weights(m);
+    size_t n = it_st_count(st), k = 0;
+    char **names = calloc(n + 1, sizeof *names);
+    int rc = names ? IT_OK : errf(err, IT_ENOMEM, "out of memory");
+    for (size_t i = 0; rc == IT_OK && i < n; i++) {
+        const char *t = it_st_tensor(st, i)->name;
+        size_t len = strlen(t);
+        if (len <= 7 || strcmp(t + len - 7, ".weight")) continue;
+        if (!(names[k] = malloc(len - 6))) rc = errf(err, IT_ENOMEM, "out of memory");
+        else memcpy(names[k], t, len - 7), names[k++][len - 7] = 0;
+    }
+    if (rc == IT_OK) rc = it_adapter_select(ad, it_model_component(m), (const char *const *)names, k, err);
+    for (size_t i = 0; names && i < k; i++) free(names[i]);
+    free(names);
+    return rc;
+}
+
 /* What a samples file needs before model m runs it: ids (text needs a tokenizer, not built yet),
  * the pixels of image samples, and for an encoder-decoder model decoder ids made by greedy
  * decoding with adapter ad installed (NULL: the model as it is). */
@@ -617,7 +639,10 @@ static int load_inputs(run_inputs *in, size_t samples_per_task, uint64_t seed, i
         return errf(err, IT_EINVAL, "%zu --lora but %zu --data: the i-th --data belongs to the i-th "
                         "--lora", in->nlora, in->ndata);
     int rc = it_model_load(&in->model, in->base, err);
-    for (size_t i = 0; rc == IT_OK && i < in->nlora; i++) rc = it_adapter_load(&in->ad[i], in->lora[i], err);
+    for (size_t i = 0; rc == IT_OK && i < in->nlora; i++) {
+        rc = it_adapter_load(&in->ad[i], in->lora[i], err);
+        if (rc == IT_OK) rc = fit_adapter(in->ad[i], in->model, err);
+    }
     for (size_t i = 0; rc == IT_OK && i < in->ndata; i++) rc = it_samples_load(&in->smp[i], in->data[i], err);
     for (size_t i = 0; rc == IT_OK && i < in->ndata; i++) {
         size_t n = in->smp[i]->n, k = samples_per_task ? samples_per_task : n;
@@ -1071,8 +1096,9 @@ static int load_merged(merged_out *o, const char *dir, it_model *base, it_err *e
     char path[4096];
     read_method(dir, o->method, sizeof o->method);
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    if (has_file(dir, "adapter_config.json")) {
+    if (has_file(dir, "adapter_config.json") || !is_dir(dir)) { /* a PEFT folder, or an SD LoRA file */
         int rc = it_adapter_load(&o->ad, dir, err);
+        if (rc == IT_OK) rc = fit_adapter(o->ad, base, err);
         o->n = rc == IT_OK ? o->ad->n : 0;
         o->d = calloc(o->n + 1, sizeof *o->d), o->site = calloc(o->n + 1, sizeof *o->site);
         if (rc == IT_OK && (!o->d || !o->site)) return errf(err, IT_ENOMEM, "out of memory");

@@ -366,7 +366,7 @@ static int merge_setup(merge_state *st)
         if (it_model_find_site(m, d->name, &st->msite[s]) != IT_OK)
             return it__fail(st->err, IT_EUNSUPPORTED, "site %s: adapted by an adapter but not a linear layer this "
                             "forward pass exposes (embedding LoRAs are not merged)", d->name);
-        if (d->kind != IT_LORA_LINEAR || d->transposed)
+        if ((d->kind != IT_LORA_LINEAR && d->kind != IT_LORA_CONV1X1) || d->transposed) /* a 1x1 conv is linear */
             return it__fail(st->err, IT_EUNSUPPORTED, "site %s: a %s LoRA on this model is not supported", d->name,
                             d->transposed ? "fan_in_fan_out" : "non-linear");
         size_t g = it_model_site_at(m, st->msite[s])->group;

@@ -1178,6 +1178,14 @@ void it_model_free(it_model *m)
 const it_config *it_model_config(const it_model *m) { return m ? &m->cfg : NULL; }
 const it_st *it_model_weights(const it_model *m) { return m ? m->st : NULL; }
 const char *it_model_dir(const it_model *m) { return m ? m->dir : NULL; }
+
+const char *it_model_component(const it_model *m)
+{
+    if (!m) return "";
+    if (m->cfg.arch == IT_ARCH_UNET) return "unet";
+    if (m->cfg.arch == IT_ARCH_CLIP && m->cfg.hidden && !m->cfg.vision_hidden) return "text_encoder";
+    return "";
+}
 size_t it_model_site_count(const it_model *m) { return m ? m->nsites : 0; }
 size_t it_model_group_count(const it_model *m) { return m ? m->ngroups : 0; }
 

@@ -525,6 +525,69 @@ static void test_unet_merge(void)
     it_model_free(m);
 }
 
+/* The fixture's first adapter rewritten as a kohya file (lora_unet_<path>.lora_down / lora_up /
+ * alpha), with some modules in the LDM / SGM spelling (down_blocks.0.attentions.0 is
+ * input_blocks.1.1, mid_block.attentions.0 middle_block.1, up_blocks.1.attentions.1 output_blocks.3.1
+ * for layers_per_block 1): forward with it dumps exactly what forward with the PEFT folder dumps. */
+static void test_unet_kohya(void)
+{
+    const char *bin = getenv("ITERIS_BIN") ? getenv("ITERIS_BIN") : "./iteris";
+    it_st *st = NULL;
+    char path[512];
+    snprintf(path, sizeof path, "data/unet/adapters/%s/adapter_model.safetensors", ADAPTERS[0]);
+    if (it_st_open(&st, path, NULL) != IT_OK) {
+        CHECK(0);
+        return;
+    }
+    static const char *const sgm[3][2] = {{"down_blocks.0.attentions.0.", "input_blocks.1.1."},
+                                          {"mid_block.attentions.0.", "middle_block.1."},
+                                          {"up_blocks.1.attentions.1.", "output_blocks.3.1."}};
+    size_t n = it_st_count(st), k = 0;
+    it_tensor *t = calloc(2 * n, sizeof *t);
+    char (*names)[300] = calloc(2 * n, sizeof *names);
+    static const float alpha = 16.0f; /* lora_alpha 16, r 4: scale 4, as the PEFT folder's */
+    static const uint64_t scalar_shape[1] = {0};
+    for (size_t i = 0; t && names && i < n; i++) {
+        const it_tensor *src = it_st_tensor(st, i);
+        const char *p = src->name + strlen("base_model.model."), *end = strstr(p, ".lora_");
+        if (!end) continue;
+        char mod[256];
+        snprintf(mod, sizeof mod, "%.*s", (int)(end - p), p);
+        for (int j = 0; j < 3; j++) /* one spelling in three of the modules that have another */
+            if (!strncmp(mod, sgm[j][0], strlen(sgm[j][0])) && (i / 2) % 3 == 0) {
+                char tmp[256];
+                snprintf(tmp, sizeof tmp, "%s%s", sgm[j][1], mod + strlen(sgm[j][0]));
+                snprintf(mod, sizeof mod, "%s", tmp);
+            }
+        for (char *c = mod; *c; c++)
+            if (*c == '.') *c = '_';
+        int is_a = strstr(end, "lora_A") != NULL;
+        t[k] = *src;
+        snprintf(names[k], sizeof names[k], "lora_unet_%s.%s", mod, is_a ? "lora_down.weight" : "lora_up.weight");
+        t[k].name = names[k];
+        k++;
+        if (is_a) {
+            snprintf(names[k], sizeof names[k], "lora_unet_%s.alpha", mod);
+            t[k] = (it_tensor){names[k], IT_F32, 0, scalar_shape, 1, 4, &alpha, 0, 0};
+            k++;
+        }
+    }
+    const char *kfile = test_tmppath("unet-kohya.safetensors");
+    CHECK(t && names && it_st_save(kfile, t, k, NULL, NULL, 0, NULL) == IT_OK);
+    free(t), free(names);
+    it_st_close(st);
+    char cmd[4096];
+    const char *d1 = test_tmppath("unet-peft.dump"), *d2 = test_tmppath("unet-kohya.dump");
+    snprintf(cmd, sizeof cmd, "%s forward --model " BASE " --lora data/unet/adapters/%s --inputs data/unet/batch.jsonl "
+             "--dump %s && %s forward --model " BASE " --lora %s --inputs data/unet/batch.jsonl --dump %s",
+             bin, ADAPTERS[0], d1, bin, kfile, d2);
+    CHECKF(run_cmd(cmd) == 0, "%s", cmd);
+    size_t l1 = 0, l2 = 0;
+    unsigned char *b1 = test_read_file(d1, &l1), *b2 = test_read_file(d2, &l2);
+    CHECKF(b1 && b2 && l1 == l2 && !memcmp(b1, b2, l1), "the kohya file's dump differs from the PEFT folder's");
+    free(b1), free(b2);
+}
+
 void suite_unet(void)
 {
     RUN(test_unet_sites);
@@ -534,4 +597,5 @@ void suite_unet(void)
     RUN(test_unet_refused);
     RUN(test_unet_cli_forward);
     RUN(test_unet_merge);
+    RUN(test_unet_kohya);
 }
