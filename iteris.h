@@ -336,6 +336,11 @@ typedef struct it_bench_result {
 
 int it_bench(const char *routine, size_t n, it_bench_result *out, it_err *err);
 
+/* `iteris bench unet` (bench_unet.c): writes into the existing folder dir a UNet2DConditionModel of
+ * Stable Diffusion 1.5's sizes (config.json + diffusion_pytorch_model.safetensors, F32 or F16)
+ * with seeded random weights; *params gets their number (859,520,964). */
+int it_bench_unet_write(const char *dir, int f16, uint64_t *params, it_err *err);
+
 /* ============================================================================================ */
 /* Model and adapter configuration (model.c, lora.c)                                             */
 /* ============================================================================================ */

@@ -1,7 +1,7 @@
 /* main.c -- the iteris command line: the only place that prints to the user or exits.
  *
  * Exit status: 0 success, 1 bad input or failed run (one line on stderr), 2 usage error. */
-#include "iteris.h"
+#include "cli.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -20,6 +20,8 @@ static const char *usage_text =
     "  demo [--out DIR] [--json]   build a small model and adapters, merge them with every method\n"
     "  bench [gemm|gram|chol|svd|all] [--n N[,N...]] [--threads T] [--json]\n"
     "                              GFLOP/s of the linear algebra (sizes 256 to 4096 by default)\n"
+    "  bench unet [--latent N] [--batch B] [--f16] [--dir DIR] [--threads T] [--json]\n"
+    "                              one step of an SD 1.5-sized UNet (random weights): seconds, peak memory\n"
     "  solve --features FILE --out FILE [--method M] [--alpha1 A] [--alpha2 A] [--reg-mix B]\n"
     "        [--with-pretrain] [--weights w1,w2,..] [--seed S] [--threads T] [--dtype F32|F64] [-v]\n"
     "                              W* per site from supplied features (<site>.delta.<i>,\n"
@@ -383,8 +385,14 @@ static long positive(const char *s)
     return s && *s && *end == 0 && v > 0 ? v : 0;
 }
 
+/* The helpers the other command-line files share (cli.h). */
+int cli_usage(const char *why) { return usage(why); }
+int cli_fail(const it_err *err) { return fail(err); }
+long cli_positive(const char *s) { return positive(s); }
+
 static int cmd_bench(int argc, char **argv)
 {
+    if (argc > 0 && !strcmp(argv[0], "unet")) return cli_bench_unet(argc - 1, argv + 1);
     const char *what = "all";
     size_t sizes[16] = {256, 512, 1024, 2048, 4096}, nsizes = 5;
     int json = 0;
