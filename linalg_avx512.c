@@ -76,45 +76,50 @@ static void d_update_partial(const double *t, double *c, size_t ldc, double alph
             c[i * ldc + j] = beta == 0.0 ? alpha * t[i * DNR + j] : fma(alpha, t[i * DNR + j], beta * c[i * ldc + j]);
 }
 
+/* The twelve rows of a double tile, each in two named registers c<i>0, c<i>1: with no array indexed
+ * at run time the compiler keeps all 24 accumulators in zmm registers for the whole call (GCC zeroes
+ * and spills an array of __m512d through the stack on every call). */
+#define D_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define D_DECL(i) __m512d c##i##0 = _mm512_setzero_pd(), c##i##1 = _mm512_setzero_pd();
+#define D_FMA(i)                                                                                                      \
+    {                                                                                                                 \
+        __m512d ai = _mm512_set1_pd(a[i]);                                                                            \
+        c##i##0 = _mm512_fmadd_pd(ai, b0, c##i##0);                                                                   \
+        c##i##1 = _mm512_fmadd_pd(ai, b1, c##i##1);                                                                   \
+    }
+#define D_STORE0(i)                                                                                                   \
+    _mm512_storeu_pd(c + i * ldc, _mm512_mul_pd(va, c##i##0));                                                        \
+    _mm512_storeu_pd(c + i * ldc + 8, _mm512_mul_pd(va, c##i##1));
+#define D_UPDATE(i)                                                                                                   \
+    _mm512_storeu_pd(c + i * ldc, _mm512_fmadd_pd(va, c##i##0, _mm512_mul_pd(vb, _mm512_loadu_pd(c + i * ldc))));     \
+    _mm512_storeu_pd(c + i * ldc + 8, _mm512_fmadd_pd(va, c##i##1, _mm512_mul_pd(vb, _mm512_loadu_pd(c + i * ldc + 8))));
+#define D_SPILL(i) _mm512_storeu_pd(t + i * DNR, c##i##0), _mm512_storeu_pd(t + i * DNR + 8, c##i##1);
+
 static void dgemm_12x16(size_t k, const double *a, const double *b, double *c, size_t ldc, double alpha, double beta,
                         size_t m, size_t n)
 {
-    __m512d acc[DMR][2];
-    for (int i = 0; i < DMR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_pd();
+    D_ROWS(D_DECL)
     for (size_t i = 0; i < m; i++) { /* the C rows are read at the end: start fetching them now */
         _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
         _mm_prefetch((const char *)(c + i * ldc + 8), _MM_HINT_T0);
     }
     for (size_t p = 0; p < k; p++) {
         __m512d b0 = _mm512_loadu_pd(b), b1 = _mm512_loadu_pd(b + 8);
-#pragma GCC unroll 12
-        for (int i = 0; i < DMR; i++) {
-            __m512d ai = _mm512_set1_pd(a[i]);
-            acc[i][0] = _mm512_fmadd_pd(ai, b0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_pd(ai, b1, acc[i][1]);
-        }
+        D_ROWS(D_FMA)
         a += DMR;
         b += DNR;
     }
     __m512d va = _mm512_set1_pd(alpha), vb = _mm512_set1_pd(beta);
     if (m == DMR && n == DNR) {
-        for (int i = 0; i < DMR; i++) {
-            double *ci = c + (size_t)i * ldc;
-            if (beta == 0.0) {
-                _mm512_storeu_pd(ci, _mm512_mul_pd(va, acc[i][0]));
-                _mm512_storeu_pd(ci + 8, _mm512_mul_pd(va, acc[i][1]));
-            } else {
-                _mm512_storeu_pd(ci, _mm512_fmadd_pd(va, acc[i][0], _mm512_mul_pd(vb, _mm512_loadu_pd(ci))));
-                _mm512_storeu_pd(ci + 8, _mm512_fmadd_pd(va, acc[i][1], _mm512_mul_pd(vb, _mm512_loadu_pd(ci + 8))));
-            }
+        if (beta == 0.0) {
+            D_ROWS(D_STORE0)
+        } else {
+            D_ROWS(D_UPDATE)
         }
         return;
     }
     double t[DMR * DNR];
-    for (int i = 0; i < DMR; i++) {
-        _mm512_storeu_pd(t + i * DNR, acc[i][0]);
-        _mm512_storeu_pd(t + i * DNR + 8, acc[i][1]);
-    }
+    D_ROWS(D_SPILL)
     d_update_partial(t, c, ldc, alpha, beta, m, n);
 }
 
