@@ -124,6 +124,19 @@ static int str_get(const it_json *obj, const char *key, char **out, const line_a
     return IT_OK;
 }
 
+/* obj["seed"]: an integer literal in [0, 2^64) (0 when absent). */
+static int seed_get(const it_json *obj, uint64_t *seed, const line_at *at)
+{
+    const it_json *v = it_json_get(obj, "seed");
+    *seed = 0;
+    if (!v) return IT_OK;
+    if (v->type != IT_JSON_INT || !v->u_ok)
+        return line_fail(at->err, IT_EFORMAT, at->path, at->line, "\"seed\" is %s, expected an integer in [0, 2^64)",
+                         v->type == IT_JSON_INT ? "negative" : type_phrase(v->type));
+    *seed = v->u;
+    return IT_OK;
+}
+
 static void ref_clear(it_tensor_ref *r)
 {
     free(r->file);
@@ -205,7 +218,7 @@ static int ref_get(it_tensor_ref *r, const it_json *obj, const char *key, const 
 }
 
 /* Fills s from one line's object: "input_ids" or "ids" (equal when both are given),
- * "decoder_input_ids", "text", "name"; other keys are ignored. On failure s is left cleared. */
+ * "decoder_input_ids", "text", "name", "seed"; other keys are ignored. On failure s is left cleared. */
 static int sample_from_json(it_sample *s, const it_json *obj, const line_at *at)
 {
     memset(s, 0, sizeof *s);
@@ -225,6 +238,7 @@ static int sample_from_json(it_sample *s, const it_json *obj, const line_at *at)
     if (rc == IT_OK) rc = ids_get(obj, "decoder_input_ids", &s->dec_ids, &s->ndec, at);
     if (rc == IT_OK) rc = str_get(obj, "text", &s->text, at);
     if (rc == IT_OK) rc = str_get(obj, "name", &s->name, at);
+    if (rc == IT_OK) rc = seed_get(obj, &s->seed, at);
     if (rc == IT_OK) rc = image_get(s, obj, at);
     if (rc == IT_OK) rc = ref_get(&s->ref_pixels, obj, "pixel_values", at);
     if (rc == IT_OK) rc = ref_get(&s->ref_latents, obj, "sample", at);

@@ -599,15 +599,34 @@ typedef int (*it_observer)(void *ctx, size_t site, const float *x, size_t nrows,
  * without "model."); other architectures, activations or rope types (yarn, longrope, partial
  * rotary) are IT_EUNSUPPORTED naming config.json; a missing tensor is IT_ENOTFOUND and a wrong shape
  * IT_EFORMAT, naming the file, the tensor and the expected shape. Sites are in execution order;
- * lm_head is the last (its w0 is embed_tokens when tied). */
+ * lm_head is the last (its w0 is embed_tokens when tied).
+ *
+ * A diffusers Stable Diffusion 1.x / 2.x pipeline folder (model_index.json naming a ...Pipeline
+ * with unet UNet2DConditionModel and text_encoder CLIPTextModel, and no second text encoder;
+ * unet/, text_encoder/, scheduler/scheduler_config.json, tokenizer/) loads as one model
+ * (model_sd.c): its sites are the text encoder's, named "text_encoder.<path>", then the UNet's,
+ * "unet.<path>" (the names of diffusers' LoRA files); groups: the text encoder's, then the UNet's.
+ * Its config is the UNet's with class_name the pipeline's and model_type "stable-diffusion";
+ * it_model_weights gives NULL (it has no checkpoint of its own) and it_model_component "unet"
+ * (fit adapters with it_model_fit_adapter). It runs prompt samples ("input_ids", "seed",
+ * ntimesteps; see it_sample) through the text encoder and the UNet, giving the UNet's "sample", or
+ * a UNet's raw tensors through the UNet alone. */
 int it_model_load(it_model **out, const char *dir, it_err *err);
 void it_model_free(it_model *m);
 const it_config *it_model_config(const it_model *m);
 const it_st *it_model_weights(const it_model *m);         /* the base checkpoint */
 const char *it_model_dir(const it_model *m);              /* the model folder, as given */
-/* The Stable Diffusion component the model is, for adapters in SD file formats: "unet" for a UNet,
- * "text_encoder" for a CLIP text model, "" for anything else. */
+/* The Stable Diffusion component the model is, for adapters in SD file formats: "unet" for a UNet
+ * (and a pipeline), "text_encoder" for a CLIP text model, "" for anything else. */
 const char *it_model_component(const it_model *m);
+/* Fits adapter ad to model m (model_sd.c). A pipeline: the "unet" and "text_encoder" modules of
+ * a Stable Diffusion file (kohya names resolved against each part's module paths) become plain
+ * modules "unet.<path>" / "text_encoder.<path>"; plain modules (a PEFT folder) target the UNet and
+ * get "unet." unless they already start with "unet." or "text_encoder."; other components are
+ * dropped with a note in ad->warn; one module named twice is IT_EFORMAT. Another model: its
+ * component's part (it_adapter_select with it_model_component and the checkpoint's module paths,
+ * its tensor names ending in ".weight" without it). Errors as it_adapter_resolve's. */
+int it_model_fit_adapter(const it_model *m, it_adapter *ad, it_err *err);
 size_t it_model_site_count(const it_model *m);
 const it_model_site *it_model_site_at(const it_model *m, size_t i);
 int it_model_find_site(const it_model *m, const char *name, size_t *i); /* IT_ENOTFOUND */
@@ -685,7 +704,8 @@ int it_model_generate(it_model *m, const int32_t *ids, size_t n, size_t max_new,
  *           2^31 or a non-array are refused); when both are given they must be equal;
  *       "decoder_input_ids": optional, the same rules (the T5 decoder's input);
  *       "text": a string (kept for when a tokenizer is loaded);
- *       "name": a string, optional, kept for reports.
+ *       "name": a string, optional, kept for reports;
+ *       "seed": an integer in [0, 2^64), optional (default 0): a pipeline prompt's noise.
  *     A sample needs token ids or text. Strings holding U+0000 are refused. Other keys (tensor
  *     references such as {"pixel_values": {"file": .., "tensor": .., "index": 0}}) are ignored.
  * A broken rule is IT_EFORMAT "<path>: line N: <what>", naming the key (for a JSON syntax error:
@@ -718,6 +738,11 @@ struct it_sample {
     float *timesteps;      /* [nlatents] */
     float *context;        /* [nlatents x nctx x dctx] */
     size_t nctx, dctx;
+    /* A prompt for a Stable Diffusion pipeline (input_ids, padded to 77 by the pipeline): "seed", a
+     * non-negative integer (default 0), seeds the ntimesteps noisy latents and timesteps it runs
+     * with (model_sd.c); ntimesteps 0 means 4 (not read from the file: set by the caller). */
+    uint64_t seed;
+    size_t ntimesteps;
 };
 
 typedef struct it_samples {

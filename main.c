@@ -31,14 +31,19 @@ static const char *usage_text =
     "        [--weights w1,..] [--reg-mix B] [--with-pretrain] [--samples N] [--seed S] [--threads T]\n"
     "        [--format lora|delta|model] [--rank R] [--report FILE.json] [--x-policy keep|recompute]\n"
     "        [--regmean-alpha A] [--density D] [--ties-sign total|frequency] [--drop P] [--gen-len N]\n"
+    "        [--timesteps K]\n"
     "                              merge one adapter per task, with each task's calibration samples\n"
     "  eval --base DIR --lora DIR... --data FILE... --merged DIR [--json] [--gen-len N]\n"
+    "        [--timesteps K]\n"
     "                              rel_err (KL and top-1 for logits) of a merge against each task's model\n"
     "  forward --model DIR [--lora DIR | --merged DIR] --inputs FILE --dump OUT.safetensors [--gen-len N]\n"
+    "        [--timesteps K]\n"
     "                              the model's outputs and every adapted site's inputs\n"
     "\n"
     "  --gen-len N: T5 samples without decoder_input_ids get them by greedy decoding (N new tokens at\n"
     "  most, default 16) with each task's own adapter (forward: the model as given)\n"
+    "  --timesteps K: with a Stable Diffusion pipeline folder as the model, each prompt sample runs the\n"
+    "  UNet on K noisy latents at random timesteps (default 4), drawn from the sample's \"seed\"\n"
     "\n"
     "  iteris --version            print the version\n";
 
@@ -588,6 +593,7 @@ typedef struct run_inputs {
     const char *base, *lora[MAX_PATHS], *data[MAX_PATHS];
     size_t nlora, ndata;
     size_t gen_len;               /* --gen-len: greedy decoding's length for encoder-decoder samples */
+    size_t timesteps;             /* --timesteps: noisy latents per prompt of a pipeline (0: its default) */
     it_model *model;
     it_adapter *ad[MAX_PATHS];
     it_samples *smp[MAX_PATHS];
@@ -605,33 +611,20 @@ static void run_inputs_free(run_inputs *in)
     it_model_free(in->model);
 }
 
-/* Fits adapter ad to model m: a Stable Diffusion file's part for this model (its "unet" or
- * "text_encoder" modules, kohya names resolved against the checkpoint's module paths: its tensor
- * names ending in ".weight", without it), notes for the rest. */
+/* Fits adapter ad to model m (it_model_fit_adapter): a Stable Diffusion file's part for this model,
+ * or for a pipeline both of its parts under their prefixes; notes for the rest. */
 static int fit_adapter(it_adapter *ad, const it_model *m, it_err *err)
 {
-    const it_st *st = it_model_weights(m);
-    size_t n = it_st_count(st), k = 0;
-    char **names = calloc(n + 1, sizeof *names);
-    int rc = names ? IT_OK : errf(err, IT_ENOMEM, "out of memory");
-    for (size_t i = 0; rc == IT_OK && i < n; i++) {
-        const char *t = it_st_tensor(st, i)->name;
-        size_t len = strlen(t);
-        if (len <= 7 || strcmp(t + len - 7, ".weight")) continue;
-        if (!(names[k] = malloc(len - 6))) rc = errf(err, IT_ENOMEM, "out of memory");
-        else memcpy(names[k], t, len - 7), names[k++][len - 7] = 0;
-    }
-    if (rc == IT_OK) rc = it_adapter_select(ad, it_model_component(m), (const char *const *)names, k, err);
-    for (size_t i = 0; names && i < k; i++) free(names[i]);
-    free(names);
-    return rc;
+    return it_model_fit_adapter(m, ad, err);
 }
 
 /* What a samples file needs before model m runs it: ids (text needs a tokenizer, not built yet),
  * the pixels of image samples, and for an encoder-decoder model decoder ids made by greedy
  * decoding with adapter ad installed (NULL: the model as it is). */
-static int prepare_samples(it_model *m, const it_adapter *ad, it_samples *ss, size_t gen_len, it_err *err)
+static int prepare_samples(it_model *m, const it_adapter *ad, it_samples *ss, size_t gen_len, size_t timesteps,
+                           it_err *err)
 {
+    for (size_t j = 0; j < ss->n; j++) ss->s[j].ntimesteps = timesteps;
     for (size_t j = 0; j < ss->n; j++)
         if (!ss->s[j].ids && ss->s[j].text)
             return errf(err, IT_EUNSUPPORTED, "%s: line %zu: a \"text\" sample needs a tokenizer, which this version "
@@ -661,7 +654,7 @@ static int load_inputs(run_inputs *in, size_t samples_per_task, uint64_t seed, i
             return errf(err, IT_ENOMEM, "out of memory");
         }
         rc = it_samples_choose(in->smp[i], k, seed, idx, err);
-        if (rc == IT_OK) rc = prepare_samples(in->model, in->ad[i], in->smp[i], in->gen_len, err);
+        if (rc == IT_OK) rc = prepare_samples(in->model, in->ad[i], in->smp[i], in->gen_len, in->timesteps, err);
         for (size_t j = 0; rc == IT_OK && j < k; j++) in->chosen[i][j] = &in->smp[i]->s[idx[j]];
         in->nchosen[i] = k;
         free(idx);
@@ -778,6 +771,8 @@ static char *merge_report(const merge_args *a, const it_merge_result *r, const d
     tx(&t, ", \"ties_sign\": \"%s\", \"drop\": ", o->ties_frequency ? "frequency" : "total"), tx_num(&t, o->drop);
     tx(&t, ", \"x_policy\": \"%s\"", a->mo.recompute_x ? "recompute" : "keep");
     if (it_model_needs_decoder_ids(a->in.model)) tx(&t, ", \"gen_len\": %zu", a->in.gen_len);
+    if (!strcmp(it_model_config(a->in.model)->model_type, "stable-diffusion"))
+        tx(&t, ", \"timesteps\": %zu", a->in.timesteps ? a->in.timesteps : 4);
     tx(&t, ", \"samples\": %zu, \"seed\": %llu, \"threads\": %d, \"format\": ", a->samples, (unsigned long long)a->seed,
        it_get_threads());
     tx_str(&t, a->format);
@@ -947,7 +942,8 @@ static int cmd_merge(int argc, char **argv)
         int takes = !strcmp(opt, "--base") || !strcmp(opt, "--lora") || !strcmp(opt, "--data") || !strcmp(opt, "--out") ||
                     !strcmp(opt, "--schedule") || !strcmp(opt, "--iters") || !strcmp(opt, "--tol") ||
                     !strcmp(opt, "--samples") || !strcmp(opt, "--format") || !strcmp(opt, "--rank") ||
-                    !strcmp(opt, "--report") || !strcmp(opt, "--x-policy") || !strcmp(opt, "--gen-len");
+                    !strcmp(opt, "--report") || !strcmp(opt, "--x-policy") || !strcmp(opt, "--gen-len") ||
+                    !strcmp(opt, "--timesteps");
         if (!takes) {
             snprintf(why, sizeof why, "merge: unknown option '%s'", opt);
             return usage(why);
@@ -978,6 +974,10 @@ static int cmd_merge(int argc, char **argv)
             long n = positive(val);
             if (!n || n > 4096) return usage("merge: --gen-len takes 1 to 4096");
             a.in.gen_len = (size_t)n;
+        } else if (!strcmp(opt, "--timesteps")) {
+            long n = positive(val);
+            if (!n || n > 1000) return usage("merge: --timesteps takes 1 to 1000");
+            a.in.timesteps = (size_t)n;
         } else if (!strcmp(opt, "--samples")) {
             long n = positive(val);
             if (!n) return usage("merge: --samples takes a positive count");
@@ -1165,6 +1165,10 @@ static int cmd_eval(int argc, char **argv)
             long n = positive(argv[++i]);
             if (!n || n > 4096) return usage("eval: --gen-len takes 1 to 4096");
             in.gen_len = (size_t)n;
+        } else if (!strcmp(opt, "--timesteps") && val) {
+            long n = positive(argv[++i]);
+            if (!n || n > 1000) return usage("eval: --timesteps takes 1 to 1000");
+            in.timesteps = (size_t)n;
         } else if (!strcmp(opt, "--threads") && val) {
             long t = positive(argv[++i]);
             if (!t || it_set_threads((int)t) != IT_OK) return usage("eval: --threads takes 1 to 256");
@@ -1265,7 +1269,7 @@ static int f32_tensor(it_tensor *t, char *name, uint64_t *shape, const float *x,
 static int cmd_forward(int argc, char **argv)
 {
     const char *model_dir = NULL, *lora = NULL, *merged = NULL, *inputs = NULL, *dump = NULL;
-    size_t gen_len = GEN_LEN_DEFAULT;
+    size_t gen_len = GEN_LEN_DEFAULT, timesteps = 0;
     for (int i = 0; i < argc; i++) {
         const char *opt = argv[i];
         int has = i + 1 < argc;
@@ -1278,6 +1282,10 @@ static int cmd_forward(int argc, char **argv)
             long n = positive(argv[++i]);
             if (!n || n > 4096) return usage("forward: --gen-len takes 1 to 4096");
             gen_len = (size_t)n;
+        } else if (!strcmp(opt, "--timesteps") && has) {
+            long n = positive(argv[++i]);
+            if (!n || n > 1000) return usage("forward: --timesteps takes 1 to 1000");
+            timesteps = (size_t)n;
         } else if (!strcmp(opt, "--threads") && has) {
             long t = positive(argv[++i]);
             if (!t || it_set_threads((int)t) != IT_OK) return usage("forward: --threads takes 1 to 256");
@@ -1294,9 +1302,10 @@ static int cmd_forward(int argc, char **argv)
     it_samples *smp = NULL;
     merged_out mo = {0};
     int rc = it_model_load(&m, model_dir, &err);
-    for (size_t k = 0; rc == IT_OK && k < it_st_file_count(it_model_weights(m)); k++)
-        if (same_file(dump, it_st_file_path(it_model_weights(m), k)) || same_file(dump, inputs))
-            rc = errf(&err, IT_EINVAL, "forward: --dump %s is one of the inputs; choose another output", dump);
+    int clash = rc == IT_OK && same_file(dump, inputs);
+    for (size_t k = 0; rc == IT_OK && m && it_model_weights(m) && k < it_st_file_count(it_model_weights(m)); k++)
+        clash |= same_file(dump, it_st_file_path(it_model_weights(m), k));
+    if (clash) rc = errf(&err, IT_EINVAL, "forward: --dump %s is one of the inputs; choose another output", dump);
     if (rc == IT_OK) rc = it_samples_load(&smp, inputs, &err);
     if (rc == IT_OK && (lora || merged)) rc = load_merged(&mo, lora ? lora : merged, m, &err);
     if (rc == IT_OK && mo.model) rc = errf(&err, IT_EINVAL, "forward: give a model folder with --model, not --merged");
@@ -1311,7 +1320,7 @@ static int cmd_forward(int argc, char **argv)
         dc.sites[mo.site[k]].want = 1;
         it_model_set_delta(m, mo.site[k], &mo.d[k]);
     }
-    if (rc == IT_OK) rc = prepare_samples(m, NULL, smp, gen_len, &err); /* decoder ids from this very model */
+    if (rc == IT_OK) rc = prepare_samples(m, NULL, smp, gen_len, timesteps, &err); /* decoder ids from this very model */
     if (rc == IT_OK) it_model_set_observer(m, dump_observer, &dc);
     for (size_t k = 0; rc == IT_OK && k < smp->n; k++) { /* each output concatenated over the samples */
         it_outputs o;

@@ -366,6 +366,11 @@ static int merge_setup(merge_state *st)
         if (it_model_find_site(m, d->name, &st->msite[s]) != IT_OK)
             return it__fail(st->err, IT_EUNSUPPORTED, "site %s: adapted by an adapter but not a linear layer this "
                             "forward pass exposes (embedding LoRAs are not merged)", d->name);
+        const it_model_site *ms = it_model_site_at(m, st->msite[s]);
+        if (ms->d_out != d->d_out || ms->d_in != d->d_in)
+            return it__fail(st->err, IT_EFORMAT, "site %s: the adapters' delta is [%lld x %lld], the base weight "
+                            "[%lld x %lld] (adapters made for another base model?)", d->name, (long long)d->d_out,
+                            (long long)d->d_in, (long long)ms->d_out, (long long)ms->d_in);
         if ((d->kind != IT_LORA_LINEAR && d->kind != IT_LORA_CONV1X1) || d->transposed) /* a 1x1 conv is linear */
             return it__fail(st->err, IT_EUNSUPPORTED, "site %s: a %s LoRA on this model is not supported", d->name,
                             d->transposed ? "fan_in_fan_out" : "non-linear");

@@ -1133,11 +1133,17 @@ static int load_arch(it_model *m, it_err *err)
     return rc;
 }
 
-/* config.json, the weights, then the architecture's tensors and sites. */
+/* config.json, the weights, then the architecture's tensors and sites; or, for a folder with
+ * model_index.json, a Stable Diffusion pipeline (model_sd.c). */
 static int model_open(it_model *m, const char *dir, it_err *err)
 {
     if (!it__is_dir(dir)) return it__fail(err, IT_EINVAL, "%s: expected a model folder (config.json + safetensors)", dir);
     if (!(m->dir = it__strdup(dir))) return it__fail(err, IT_ENOMEM, "out of memory");
+    char *index = it__path_join(dir, "model_index.json");
+    if (!index) return it__fail(err, IT_ENOMEM, "out of memory");
+    int pipeline = it__exists(index);
+    free(index);
+    if (pipeline) return it__sd_load(m, err); /* a diffusers pipeline folder: model_sd.c */
     TRY(it_config_load(&m->cfg, dir, err));
     if (m->cfg.arch == IT_ARCH_UNKNOWN) return load_arch(m, err); /* refused before the weights are read */
     TRY(find_weights(dir, &m->wpath, err));

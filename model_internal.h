@@ -113,5 +113,8 @@ int it__llama_load(it_model *m, it_err *err);
 int it__t5_load(it_model *m, it_err *err);
 int it__clip_load(it_model *m, it_err *err);
 int it__unet_load(it_model *m, it_err *err);
+/* A diffusers pipeline folder (m->dir holds model_index.json): the composite of its text_encoder/
+ * and unet/ (model_sd.c); m->st stays NULL. */
+int it__sd_load(it_model *m, it_err *err);
 
 #endif /* ITERIS_MODEL_INTERNAL_H */

@@ -171,6 +171,7 @@ int main(int argc, char **argv)
     suite_clip();
     suite_image();
     suite_unet();
+    suite_sd();
     suite_data();
     suite_merge();
     suite_demo();

@@ -60,6 +60,7 @@ void suite_t5(void);
 void suite_clip(void);
 void suite_image(void);
 void suite_unet(void);
+void suite_sd(void);
 void suite_data(void);
 void suite_merge(void);
 void suite_demo(void);
