@@ -1178,10 +1178,15 @@ typedef struct it_lora_out_opts {
     const char *base_model; /* base_model_name_or_path, or NULL */
     const char *task_type;  /* task_type, or NULL */
     uint64_t seed;         /* the SVD's random start */
+    int diffusers;         /* write diffusers' LoRA file instead (a Stable Diffusion pipeline's sites,
+                            * named "unet.<path>" / "text_encoder.<path>"): dir/pytorch_lora_weights.safetensors
+                            * with keys "<site>.lora_A.weight" / ".lora_B.weight", no adapter_config.json
+                            * (no alphas: diffusers then takes alpha = r, scale 1, as written) */
 } it_lora_out_opts;
 
-/* `--format lora`: a PEFT adapter in folder dir (created if needed). energy [n] (if not NULL)
- * receives each site's retained energy, *rank the r written. */
+/* `--format lora`: a PEFT adapter in folder dir (created if needed), or with o->diffusers a
+ * diffusers LoRA file there. energy [n] (if not NULL) receives each site's retained energy, *rank
+ * the r written. */
 int it_write_lora(const char *dir, const it_merged_site *sites, size_t n, const it_lora_out_opts *o, double *energy,
                   int64_t *rank, it_err *err);
 

@@ -611,6 +611,9 @@ static void run_inputs_free(run_inputs *in)
     it_model_free(in->model);
 }
 
+/* 1 for a Stable Diffusion pipeline folder (model_sd.c), whose lora output is diffusers' file. */
+static int is_pipeline(const it_model *m) { return !strcmp(it_model_config(m)->model_type, "stable-diffusion"); }
+
 /* Fits adapter ad to model m (it_model_fit_adapter): a Stable Diffusion file's part for this model,
  * or for a pipeline both of its parts under their prefixes; notes for the rest. */
 static int fit_adapter(it_adapter *ad, const it_model *m, it_err *err)
@@ -864,7 +867,8 @@ static int write_merge(const merge_args *a, const it_merge_result *r, double sec
         rc = it_write_delta(path, ms, n, a->mo.solve.with_pretrain, err);
     } else if (rc == IT_OK && lora) {
         it_lora_out_opts lo = {a->rank, a->mo.solve.with_pretrain, a->in.ad[0]->cfg.base_model,
-                               a->in.ad[0]->has_config ? a->in.ad[0]->cfg.task_type : NULL, a->seed};
+                               a->in.ad[0]->has_config ? a->in.ad[0]->cfg.task_type : NULL, a->seed,
+                               is_pipeline(a->in.model)};
         rc = it_write_lora(a->out, ms, n, &lo, energy, &rank, err);
     } else if (rc == IT_OK) {
         rc = it_write_model(a->out, a->in.base, ms, n, a->mo.solve.with_pretrain, err);
@@ -1103,6 +1107,10 @@ static int load_merged(merged_out *o, const char *dir, it_model *base, it_err *e
 {
     char path[4096];
     read_method(dir, o->method, sizeof o->method);
+    if (is_dir(dir) && has_file(dir, "pytorch_lora_weights.safetensors")) { /* a pipeline's lora output */
+        snprintf(path, sizeof path, "%s/pytorch_lora_weights.safetensors", dir);
+        return load_merged(o, path, base, err);
+    }
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
     if (has_file(dir, "adapter_config.json") || !is_dir(dir)) { /* a PEFT folder, or an SD LoRA file */
         int rc = it_adapter_load(&o->ad, dir, err);

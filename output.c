@@ -240,7 +240,7 @@ int it_write_lora(const char *dir, const it_merged_site *sites, size_t n, const 
                 rc = it__fail(err, IT_ENOMEM, "%s: out of memory", dir);
                 break;
             }
-            snprintf(names[idx], nl, "base_model.model.%s.%s", s->name, suffix[k]);
+            snprintf(names[idx], nl, "%s%s.%s", o->diffusers ? "" : "base_model.model.", s->name, suffix[k]);
             for (size_t e = 0; e < len; e++) put_f32(bytes[idx] + 4 * e, src[k][e]);
             uint64_t *sh = shapes + 8 * i + 4 * (size_t)k;
             sh[0] = dims[k][0], sh[1] = dims[k][1], sh[2] = sh[3] = 1;
@@ -264,14 +264,15 @@ int it_write_lora(const char *dir, const it_merged_site *sites, size_t n, const 
         mk[0] = it__strdup("format"), mv[0] = it__strdup("pt");
         if (!mk[0] || !mv[0]) rc = it__fail(err, IT_ENOMEM, "%s: out of memory", dir);
     }
-    char *cfg = rc == IT_OK ? lora_config_json(sites, n, r, o) : NULL;
-    if (rc == IT_OK && !cfg) rc = it__fail(err, IT_ENOMEM, "%s: out of memory", dir);
-    char *p_model = it__path_join(dir, "adapter_model.safetensors"), *p_cfg = it__path_join(dir, "adapter_config.json");
+    char *cfg = rc == IT_OK && !o->diffusers ? lora_config_json(sites, n, r, o) : NULL;
+    if (rc == IT_OK && !o->diffusers && !cfg) rc = it__fail(err, IT_ENOMEM, "%s: out of memory", dir);
+    char *p_model = it__path_join(dir, o->diffusers ? "pytorch_lora_weights.safetensors" : "adapter_model.safetensors");
+    char *p_cfg = it__path_join(dir, "adapter_config.json");
     if (rc == IT_OK && (!p_model || !p_cfg)) rc = it__fail(err, IT_ENOMEM, "%s: out of memory", dir);
     if (rc == IT_OK) rc = it_make_dir(dir, err);
     if (rc == IT_OK)
         rc = it_st_save(p_model, t, nt, (const char *const *)mk, (const char *const *)mv, nmeta, err);
-    if (rc == IT_OK) rc = it_write_text(p_cfg, cfg, err);
+    if (rc == IT_OK && cfg) rc = it_write_text(p_cfg, cfg, err);
     if (rank_out) *rank_out = r;
     for (size_t i = 0; i < n; i++) free(f[i].A), free(f[i].B);
     for (size_t i = 0; i < nt && names; i++) free(names[i]);

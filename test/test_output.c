@@ -94,7 +94,7 @@ static void test_output_lora_full_rank(void)
     it_merged_site s = {"model.layers.0.self_attn.q_proj", IT_LORA_LINEAR, 0, (int64_t)m, (int64_t)n, w, NULL, 100,
                         NULL, NULL, 0};
     const char *dir = test_tmppath("lora_full");
-    it_lora_out_opts o = {0, 0, "base", "CAUSAL_LM", 1};
+    it_lora_out_opts o = {0, 0, "base", "CAUSAL_LM", 1, 0};
     double energy = 0;
     int64_t r = 0;
     it_err err;
@@ -162,7 +162,7 @@ static void test_output_lora_truncated(void)
     it_merged_site s[2] = {{"a.q", IT_LORA_LINEAR, 0, (int64_t)m, (int64_t)n, w, NULL, 8, NULL, NULL, 0},
                            {"b.q", IT_LORA_LINEAR, 0, 4, 3, w2, NULL, 8, NULL, NULL, 0}};
     const char *dir = test_tmppath("lora_r2");
-    it_lora_out_opts o = {2, 0, NULL, NULL, 1};
+    it_lora_out_opts o = {2, 0, NULL, NULL, 1, 0};
     double energy[2];
     int64_t r;
     it_err err;
@@ -202,7 +202,7 @@ static void test_output_lora_cat_exact(void)
         }
     it_merged_site s = {"x.v", IT_LORA_LINEAR, 0, (int64_t)m, (int64_t)n, sum, NULL, 5, A, B, (int64_t)R};
     const char *dir = test_tmppath("lora_cat");
-    it_lora_out_opts o = {0, 0, NULL, NULL, 0};
+    it_lora_out_opts o = {0, 0, NULL, NULL, 0, 0};
     int64_t r = 0;
     double energy;
     it_err err;

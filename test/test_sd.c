@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -577,6 +578,15 @@ static void test_sd_cli(void)
                  formats[k]);
         CHECKF(run_cmd(cmd) == 0, "%s", cmd);
         char rep[600];
+        if (k == 0) { /* the lora output of a pipeline is diffusers' file, read back as any SD LoRA file */
+            snprintf(rep, sizeof rep, "%s/pytorch_lora_weights.safetensors", out);
+            it_adapter *ad = NULL;
+            CHECK(it_adapter_load(&ad, rep, NULL) == IT_OK && ad->format == IT_ADAPTER_DIFFUSERS &&
+                  it_adapter_find(ad, "text_encoder", "text_model.encoder.layers.0.self_attn.q_proj") != NULL);
+            it_adapter_free(ad);
+            snprintf(rep, sizeof rep, "%s/adapter_config.json", out);
+            CHECK(access(rep, F_OK) != 0);
+        }
         snprintf(rep, sizeof rep, "%s/report.json", out);
         size_t len;
         unsigned char *txt = test_read_file(rep, &len);
