@@ -1026,6 +1026,9 @@ static int cmd_merge(int argc, char **argv)
         }
     }
     int rc = load_inputs(&a.in, a.samples, a.seed, &err);
+    if (rc == IT_OK && is_pipeline(a.in.model) && !strcmp(a.format, "model"))
+        rc = errf(&err, IT_EUNSUPPORTED, "%s: --format model is not built for a Stable Diffusion pipeline yet; use "
+                  "--format lora (diffusers' LoRA file) or delta", a.in.base);
     it_task tasks[MAX_PATHS];
     for (size_t i = 0; i < a.in.nlora; i++) tasks[i] = (it_task){a.in.ad[i], a.in.chosen[i], a.in.nchosen[i]};
     it_merge_result *res = NULL;
