@@ -508,41 +508,21 @@ int it_image_load(const char *path, const it_image_proc *p, float **pixels, size
 /* preprocessor_config.json (CLIPImageProcessor.__init__, get_size_dict)                         */
 /* ============================================================================================ */
 
-typedef struct reader {
-    const char *path;   /* the file, for messages */
-    const it_json *obj; /* the root object */
-    it_err *err;
-} reader;
-
-static int bad_value(const reader *r, const char *key, const char *expected, const it_json *v)
-{
-    char what[64];
-    it_json_describe(v, what, sizeof what);
-    return it__fail(r->err, IT_EFORMAT, "%s: %s: expected %s, got %s", r->path, key, expected, what);
-}
-
-/* The value of key, NULL when absent or null (None: the constructor's default). */
-static const it_json *lookup(const reader *r, const char *key)
-{
-    const it_json *v = it_json_get(r->obj, key);
-    return v && v->type != IT_JSON_NULL ? v : NULL;
-}
-
 /* true or false; the default when absent or null. */
-static int rd_bool(const reader *r, const char *key, int *out)
+static int rd_bool(const it__jreader *r, const char *key, int *out)
 {
-    const it_json *v = lookup(r, key);
+    const it_json *v = it__jr_get(r, key);
     if (!v) return IT_OK;
-    if (v->type != IT_JSON_TRUE && v->type != IT_JSON_FALSE) return bad_value(r, key, "true or false", v);
+    if (v->type != IT_JSON_TRUE && v->type != IT_JSON_FALSE) return it__jr_bad(r, key, "true or false", v);
     *out = v->type == IT_JSON_TRUE;
     return IT_OK;
 }
 
 /* A side length: an integer in [1, IT_IMAGE_MAX_SIDE] (v not NULL). */
-static int take_side(const reader *r, const char *key, const it_json *v, int64_t *out)
+static int take_side(const it__jreader *r, const char *key, const it_json *v, int64_t *out)
 {
     if (v->type != IT_JSON_INT || !v->i_ok || v->i < 1 || v->i > IT_IMAGE_MAX_SIDE)
-        return bad_value(r, key, "an integer in [1, 65536]", v);
+        return it__jr_bad(r, key, "an integer in [1, 65536]", v);
     *out = v->i;
     return IT_OK;
 }
@@ -558,7 +538,7 @@ static int keys_are(const it_json *v, const char *const *names, size_t n)
 
 /* A size dict: an int (shortest edge when square is 0, N x N when 1), [H, W], or an object with one
  * of get_size_dict's key sets. Sets *shortest and h, w (h alone for a shortest edge). */
-static int take_size_dict(const reader *r, const char *key, const it_json *v, int square, int *shortest, int64_t *h,
+static int take_size_dict(const it__jreader *r, const char *key, const it_json *v, int square, int *shortest, int64_t *h,
                           int64_t *w)
 {
     static const char *const HW[] = {"height", "width"}, *const SE[] = {"shortest_edge"},
@@ -578,7 +558,7 @@ static int take_size_dict(const reader *r, const char *key, const it_json *v, in
         *shortest = 0;
         return take_side(r, sub, &v->items[1], w);
     }
-    if (v->type != IT_JSON_OBJ) return bad_value(r, key, "an integer, [height, width] or an object", v);
+    if (v->type != IT_JSON_OBJ) return it__jr_bad(r, key, "an integer, [height, width] or an object", v);
     if (keys_are(v, HW, 2)) {
         snprintf(sub, sizeof sub, "%s.height", key);
         TRY(take_side(r, sub, it_json_get(v, "height"), h));
@@ -599,18 +579,18 @@ static int take_size_dict(const reader *r, const char *key, const it_json *v, in
 }
 
 /* A number (integer literals count), finite; nonzero when nonzero is set. */
-static int take_number(const reader *r, const char *key, const it_json *v, int nonzero, double *out)
+static int take_number(const it__jreader *r, const char *key, const it_json *v, int nonzero, double *out)
 {
     if ((v->type != IT_JSON_INT && v->type != IT_JSON_NUM) || !isfinite(v->d) || (nonzero && v->d == 0.0))
-        return bad_value(r, key, nonzero ? "a nonzero number" : "a number", v);
+        return it__jr_bad(r, key, nonzero ? "a nonzero number" : "a number", v);
     *out = v->d;
     return IT_OK;
 }
 
 /* image_mean / image_std: one number for every channel, or three. */
-static int rd_channels(const reader *r, const char *key, int nonzero, double out[3])
+static int rd_channels(const it__jreader *r, const char *key, int nonzero, double out[3])
 {
-    const it_json *v = lookup(r, key);
+    const it_json *v = it__jr_get(r, key);
     if (!v) return IT_OK;
     if (v->type == IT_JSON_ARR) {
         if (v->n != 3)
@@ -624,12 +604,12 @@ static int rd_channels(const reader *r, const char *key, int nonzero, double out
 }
 
 /* resample: PIL's filter number; NEAREST uses another code path (an affine transform). */
-static int rd_resample(const reader *r, int *out)
+static int rd_resample(const it__jreader *r, int *out)
 {
-    const it_json *v = lookup(r, "resample");
+    const it_json *v = it__jr_get(r, "resample");
     if (!v) return IT_OK;
     if (v->type != IT_JSON_INT || !v->i_ok || v->i < 0 || v->i > 5)
-        return bad_value(r, "resample", "a PIL filter number in [0, 5]", v);
+        return it__jr_bad(r, "resample", "a PIL filter number in [0, 5]", v);
     if (v->i == IT_RESAMPLE_NEAREST)
         return it__fail(r->err, IT_EUNSUPPORTED, "%s: resample: 0 (nearest) is not supported; use 1..5", r->path);
     *out = (int)v->i;
@@ -637,30 +617,30 @@ static int rd_resample(const reader *r, int *out)
 }
 
 /* The processor class, when named: only CLIP's pipeline is implemented here. */
-static int check_type(const reader *r, const char *key)
+static int check_type(const it__jreader *r, const char *key)
 {
-    const it_json *v = lookup(r, key);
+    const it_json *v = it__jr_get(r, key);
     if (!v) return IT_OK;
-    if (v->type != IT_JSON_STR) return bad_value(r, key, "a class name", v);
+    if (v->type != IT_JSON_STR) return it__jr_bad(r, key, "a class name", v);
     if (!strcmp(v->s, "CLIPImageProcessor") || !strcmp(v->s, "CLIPFeatureExtractor")) return IT_OK;
     return it__fail(r->err, IT_EUNSUPPORTED, "%s: %s: only CLIPImageProcessor is implemented, got \"%.100s\"", r->path,
                     key, v->s);
 }
 
-static int read_proc(it_image_proc *p, const reader *r)
+static int read_proc(it_image_proc *p, const it__jreader *r)
 {
     TRY(check_type(r, "image_processor_type"));
     TRY(check_type(r, "feature_extractor_type"));
     TRY(rd_bool(r, "do_resize", &p->do_resize));
-    const it_json *v = lookup(r, "size");
+    const it_json *v = it__jr_get(r, "size");
     if (v) TRY(take_size_dict(r, "size", v, 0, &p->shortest, &p->size_h, &p->size_w));
     TRY(rd_resample(r, &p->resample));
     TRY(rd_bool(r, "do_center_crop", &p->do_center_crop));
-    v = lookup(r, "crop_size");
+    v = it__jr_get(r, "crop_size");
     int sq = 0;
     if (v) TRY(take_size_dict(r, "crop_size", v, 1, &sq, &p->crop_h, &p->crop_w));
     TRY(rd_bool(r, "do_rescale", &p->do_rescale));
-    v = lookup(r, "rescale_factor");
+    v = it__jr_get(r, "rescale_factor");
     if (v) TRY(take_number(r, "rescale_factor", v, 0, &p->rescale_factor));
     TRY(rd_bool(r, "do_normalize", &p->do_normalize));
     TRY(rd_channels(r, "image_mean", 0, p->mean));
@@ -703,7 +683,7 @@ int it_image_proc_load(it_image_proc *p, const char *model_dir, int64_t default_
     if (rc == IT_OK && it_json_root(doc)->type != IT_JSON_OBJ)
         rc = it__fail(err, IT_EFORMAT, "%s: expected a JSON object at the top level", file);
     if (rc == IT_OK) {
-        reader r = {file, it_json_root(doc), err};
+        it__jreader r = {file, it_json_root(doc), err};
         rc = read_proc(p, &r);
     }
     if (rc != IT_OK) it_image_proc_default(p, default_size);

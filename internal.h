@@ -116,6 +116,20 @@ int it__out_write(it__out *o, const void *data, size_t len, it_err *err);
 int it__out_commit(it__out *o, it_err *err);
 void it__out_abort(it__out *o);
 
+/* ---- reading a configuration object (json.c) ---- */
+
+/* The keys of obj, read with messages that name the file. */
+typedef struct it__jreader {
+    const char *path;      /* the file, for messages */
+    const it_json *obj;    /* the object the keys are read from */
+    it_err *err;
+} it__jreader;
+
+/* IT_EFORMAT "<path>: <key>: expected <expected>, got <v described>". */
+int it__jr_bad(const it__jreader *r, const char *key, const char *expected, const it_json *v);
+/* The value of key, NULL when absent or null (Python's None: the constructor's default). */
+const it_json *it__jr_get(const it__jreader *r, const char *key);
+
 /* ---- threads (thread.c) ---- */
 
 /* Runs fn(ctx, i) for every i in [0, n) on the thread pool and returns when all are done. The

@@ -977,3 +977,16 @@ void it_json_describe(const it_json *v, char *buf, size_t size)
     default: snprintf(buf, size, "an object"); break;
     }
 }
+
+int it__jr_bad(const it__jreader *r, const char *key, const char *expected, const it_json *v)
+{
+    char what[64];
+    it_json_describe(v, what, sizeof what);
+    return it__fail(r->err, IT_EFORMAT, "%s: %s: expected %s, got %s", r->path, key, expected, what);
+}
+
+const it_json *it__jr_get(const it__jreader *r, const char *key)
+{
+    const it_json *v = it_json_get(r->obj, key);
+    return v && v->type != IT_JSON_NULL ? v : NULL;
+}

@@ -44,32 +44,10 @@
 /* Typed reads                                                                                   */
 /* ============================================================================================ */
 
-/* The object keys are read from, and the file named in messages. */
-typedef struct reader {
-    const char *path;
-    const it_json *obj;
-    it_err *err;
-} reader;
-
-/* key is what the message names, e.g. "target_modules[2]" or "rank_pattern.q_proj". */
-static int bad_value(const reader *r, const char *key, const char *expected, const it_json *v)
-{
-    char what[64];
-    it_json_describe(v, what, sizeof what);
-    return it__fail(r->err, IT_EFORMAT, "%s: %s: expected %s, got %s", r->path, key, expected, what);
-}
-
-/* The value of key, or NULL when it is absent or null. */
-static const it_json *lookup(const reader *r, const char *key)
-{
-    const it_json *v = it_json_get(r->obj, key);
-    return v && v->type == IT_JSON_NULL ? NULL : v;
-}
-
 /* A string value copied to a malloc'd C string; refused if it holds a NUL (it would be cut). */
-static int dup_str(const reader *r, const char *key, const it_json *v, char **out)
+static int dup_str(const it__jreader *r, const char *key, const it_json *v, char **out)
 {
-    if (v->type != IT_JSON_STR) return bad_value(r, key, "a string", v);
+    if (v->type != IT_JSON_STR) return it__jr_bad(r, key, "a string", v);
     if (strlen(v->s) != v->len)
         return it__fail(r->err, IT_EFORMAT, "%s: %s: the string contains a NUL character", r->path, key);
     *out = it__strndup(v->s, v->len);
@@ -78,11 +56,11 @@ static int dup_str(const reader *r, const char *key, const it_json *v, char **ou
 
 /* A string into a fixed buffer: refused when too long (strict, for names that decide behaviour),
  * otherwise cut at a UTF-8 character boundary. Absent or null leaves dst as it is. */
-static int rd_name(const reader *r, const char *key, int strict, char dst[IT_NAME_MAX])
+static int rd_name(const it__jreader *r, const char *key, int strict, char dst[IT_NAME_MAX])
 {
-    const it_json *v = lookup(r, key);
+    const it_json *v = it__jr_get(r, key);
     if (!v) return IT_OK;
-    if (v->type != IT_JSON_STR) return bad_value(r, key, "a string", v);
+    if (v->type != IT_JSON_STR) return it__jr_bad(r, key, "a string", v);
     if (strlen(v->s) != v->len)
         return it__fail(r->err, IT_EFORMAT, "%s: %s: the string contains a NUL character", r->path, key);
     size_t len = v->len;
@@ -98,30 +76,30 @@ static int rd_name(const reader *r, const char *key, int strict, char dst[IT_NAM
 }
 
 /* JSON true or false; absent or null is false (the LoraConfig default of every flag read here). */
-static int rd_flag(const reader *r, const char *key, int *out)
+static int rd_flag(const it__jreader *r, const char *key, int *out)
 {
-    const it_json *v = lookup(r, key);
+    const it_json *v = it__jr_get(r, key);
     *out = 0;
     if (!v) return IT_OK;
-    if (v->type != IT_JSON_TRUE && v->type != IT_JSON_FALSE) return bad_value(r, key, "true or false", v);
+    if (v->type != IT_JSON_TRUE && v->type != IT_JSON_FALSE) return it__jr_bad(r, key, "true or false", v);
     *out = v->type == IT_JSON_TRUE;
     return IT_OK;
 }
 
 /* A rank: a positive integer literal (2.0 is refused: nn.Linear needs an int). */
-static int take_rank(const reader *r, const char *key, const it_json *v, int64_t *out)
+static int take_rank(const it__jreader *r, const char *key, const it_json *v, int64_t *out)
 {
     if (v->type != IT_JSON_INT || !v->i_ok || v->i <= 0 || v->i > RANK_LIMIT)
-        return bad_value(r, key, "a positive integer", v);
+        return it__jr_bad(r, key, "a positive integer", v);
     *out = v->i;
     return IT_OK;
 }
 
 /* An alpha: any finite number, integer or not. */
-static int take_alpha(const reader *r, const char *key, const it_json *v, double *out)
+static int take_alpha(const it__jreader *r, const char *key, const it_json *v, double *out)
 {
     if ((v->type != IT_JSON_INT && v->type != IT_JSON_NUM) || !isfinite(v->d))
-        return bad_value(r, key, "a finite number", v);
+        return it__jr_bad(r, key, "a finite number", v);
     *out = v->d;
     return IT_OK;
 }
@@ -138,16 +116,16 @@ enum {
 
 /* A list of names into (*list)[*n]; entries are counted as they are copied, so a failure leaves
  * only what it_lora_config_free releases. */
-static int rd_names(const reader *r, const char *key, int form, char ***list, size_t *n, char **regex)
+static int rd_names(const it__jreader *r, const char *key, int form, char ***list, size_t *n, char **regex)
 {
     char name[96];
-    const it_json *v = lookup(r, key);
+    const it_json *v = it__jr_get(r, key);
     if (!v) return IT_OK;
     if (v->type == IT_JSON_STR && form == LIST_OR_REGEX) return dup_str(r, key, v, regex);
     const it_json *items = v->type == IT_JSON_ARR ? v->items : v;
     size_t count = v->type == IT_JSON_ARR ? v->n : 1;
     if (v->type != IT_JSON_ARR && !(v->type == IT_JSON_STR && form == LIST_OR_ONE))
-        return bad_value(r, key, form == LIST_ONLY ? "an array of strings" : "a string or an array of strings", v);
+        return it__jr_bad(r, key, form == LIST_ONLY ? "an array of strings" : "a string or an array of strings", v);
     if (count == 0 || (v->type == IT_JSON_STR && v->len == 0)) return IT_OK;
     *list = it__calloc(count, sizeof **list);
     if (!*list) return it__fail(r->err, IT_ENOMEM, "%s: out of memory", r->path);
@@ -160,9 +138,9 @@ static int rd_names(const reader *r, const char *key, int form, char ***list, si
 }
 
 /* layers_to_transform: one layer index or a list of them (non-negative integers). */
-static int rd_layers(const reader *r, it_lora_config *c)
+static int rd_layers(const it__jreader *r, it_lora_config *c)
 {
-    const it_json *v = lookup(r, "layers_to_transform");
+    const it_json *v = it__jr_get(r, "layers_to_transform");
     if (!v) return IT_OK;
     const it_json *items = v->type == IT_JSON_ARR ? v->items : v;
     size_t count = v->type == IT_JSON_ARR ? v->n : 1;
@@ -172,7 +150,7 @@ static int rd_layers(const reader *r, it_lora_config *c)
     for (size_t i = 0; i < count; i++) {
         const it_json *x = &items[i];
         if (x->type != IT_JSON_INT || !x->i_ok || x->i < 0)
-            return bad_value(r, "layers_to_transform",
+            return it__jr_bad(r, "layers_to_transform",
                              "a non-negative layer index or an array of them", v->type == IT_JSON_ARR ? x : v);
         c->layers_to_transform[i] = x->i;
     }
@@ -183,12 +161,12 @@ static int rd_layers(const reader *r, it_lora_config *c)
 /* rank_pattern (is_rank: values are positive integers) or alpha_pattern (finite numbers): an
  * object from a module-name pattern to a value, kept in file order because PEFT takes the first
  * key that matches (FACTS 2.6). */
-static int rd_patterns(const reader *r, const char *key, int is_rank, it_lora_pattern **out, size_t *n)
+static int rd_patterns(const it__jreader *r, const char *key, int is_rank, it_lora_pattern **out, size_t *n)
 {
     char name[160];
-    const it_json *v = lookup(r, key);
+    const it_json *v = it__jr_get(r, key);
     if (!v) return IT_OK;
-    if (v->type != IT_JSON_OBJ) return bad_value(r, key, "an object", v);
+    if (v->type != IT_JSON_OBJ) return it__jr_bad(r, key, "an object", v);
     if (v->n == 0) return IT_OK;
     *out = it__calloc(v->n, sizeof **out);
     if (!*out) return it__fail(r->err, IT_ENOMEM, "%s: out of memory", r->path);
@@ -214,12 +192,12 @@ static int rd_patterns(const reader *r, const char *key, int is_rank, it_lora_pa
 /* ============================================================================================ */
 
 /* peft_type: "LORA" when given (null or absent means LoRA, the class being loaded). */
-static int read_peft_type(const reader *r, it_lora_config *c)
+static int read_peft_type(const it__jreader *r, it_lora_config *c)
 {
-    const it_json *v = lookup(r, "peft_type");
+    const it_json *v = it__jr_get(r, "peft_type");
     snprintf(c->peft_type, sizeof c->peft_type, "LORA");
     if (!v) return IT_OK;
-    if (v->type != IT_JSON_STR) return bad_value(r, "peft_type", "a string", v);
+    if (v->type != IT_JSON_STR) return it__jr_bad(r, "peft_type", "a string", v);
     if (v->len == 4 && memcmp(v->s, "LORA", 4) == 0) return IT_OK;
     return it__fail(r->err, IT_EUNSUPPORTED,
                     "%s: peft_type \"%.*s\" is not supported: iteris merges LoRA adapters only", r->path,
@@ -227,7 +205,7 @@ static int read_peft_type(const reader *r, it_lora_config *c)
 }
 
 /* r (default 8) and lora_alpha (default 8). */
-static int read_rank_alpha(const reader *r, it_lora_config *c)
+static int read_rank_alpha(const it__jreader *r, it_lora_config *c)
 {
     const it_json *v = it_json_get(r->obj, "r");
     c->r = 8;
@@ -239,12 +217,12 @@ static int read_rank_alpha(const reader *r, it_lora_config *c)
 }
 
 /* bias: "none" (default), "all" or "lora_only". */
-static int read_bias(const reader *r, it_lora_config *c)
+static int read_bias(const it__jreader *r, it_lora_config *c)
 {
     const it_json *v = it_json_get(r->obj, "bias");
     snprintf(c->bias, sizeof c->bias, "none");
     if (!v) return IT_OK;
-    if (v->type != IT_JSON_STR) return bad_value(r, "bias", "\"none\", \"all\" or \"lora_only\"", v);
+    if (v->type != IT_JSON_STR) return it__jr_bad(r, "bias", "\"none\", \"all\" or \"lora_only\"", v);
     if (v->len != strlen(v->s) || (strcmp(v->s, "none") && strcmp(v->s, "all") && strcmp(v->s, "lora_only")))
         return it__fail(r->err, IT_EFORMAT, "%s: bias: expected \"none\", \"all\" or \"lora_only\", got \"%.*s\"",
                         r->path, (int)(v->len < 64 ? v->len : 64), v->s);
@@ -252,7 +230,7 @@ static int read_bias(const reader *r, it_lora_config *c)
     return IT_OK;
 }
 
-static int parse_lora(const reader *r, it_lora_config *c)
+static int parse_lora(const it__jreader *r, it_lora_config *c)
 {
     TRY(read_peft_type(r, c));
     TRY(read_rank_alpha(r, c));
@@ -269,7 +247,7 @@ static int parse_lora(const reader *r, it_lora_config *c)
     TRY(rd_patterns(r, "rank_pattern", 1, &c->rank_pattern, &c->nrank_pattern));
     TRY(rd_patterns(r, "alpha_pattern", 0, &c->alpha_pattern, &c->nalpha_pattern));
     TRY(rd_name(r, "task_type", 0, c->task_type));
-    const it_json *v = lookup(r, "base_model_name_or_path");
+    const it_json *v = it__jr_get(r, "base_model_name_or_path");
     return v ? dup_str(r, "base_model_name_or_path", v, &c->base_model) : IT_OK;
 }
 
@@ -312,12 +290,12 @@ static int parse_json_file(const char *path, char **file, it_json_doc **doc, it_
  * weights; once converted (save_pretrained's path_initial_model_for_weight_conversion) PEFT writes
  * init_lora_weights true. The other values leave the base as it is. A string PEFT does not know makes
  * it fail (update_layer: "Unknown initialization"); refused here as well. */
-static int check_init(const reader *r)
+static int check_init(const it__jreader *r)
 {
     static const char *const plain[] = {"gaussian", "eva", "orthogonal"};
-    const it_json *v = lookup(r, "init_lora_weights");
+    const it_json *v = it__jr_get(r, "init_lora_weights");
     if (!v || v->type == IT_JSON_TRUE || v->type == IT_JSON_FALSE) return IT_OK;
-    if (v->type != IT_JSON_STR) return bad_value(r, "init_lora_weights", "true, false or a string", v);
+    if (v->type != IT_JSON_STR) return it__jr_bad(r, "init_lora_weights", "true, false or a string", v);
     for (size_t i = 0; i < sizeof plain / sizeof *plain; i++)
         if (v->len == strlen(plain[i]) && !memcmp(v->s, plain[i], v->len)) return IT_OK;
     int known = (v->len >= 5 && !memcmp(v->s, "pissa", 5)) || !strcmp(v->s, "olora") || !strcmp(v->s, "corda") ||
@@ -332,9 +310,9 @@ static int check_init(const reader *r)
 }
 
 /* A key that is set (not absent, null, false, or an empty list) refuses the adapter with why. */
-static int refuse_set(const reader *r, const char *key, const char *why)
+static int refuse_set(const it__jreader *r, const char *key, const char *why)
 {
-    const it_json *v = lookup(r, key);
+    const it_json *v = it__jr_get(r, key);
     if (!v || v->type == IT_JSON_FALSE || (v->type == IT_JSON_ARR && v->n == 0)) return IT_OK;
     return it__fail(r->err, IT_EUNSUPPORTED, "%s: %s: %s", r->path, key, why);
 }
@@ -342,7 +320,7 @@ static int refuse_set(const reader *r, const char *key, const char *why)
 /* Settings whose weights are not a plain delta dW = s B A on the unchanged base (peft's LoraConfig,
  * src/peft/tuners/lora/config.py): refused with IT_EUNSUPPORTED naming the key. Loading only;
  * it_lora_config_load reads such configs (to describe them). */
-static int check_plain(const reader *r, const it_lora_config *c)
+static int check_plain(const it__jreader *r, const it_lora_config *c)
 {
     if (c->use_dora)
         return it__fail(r->err, IT_EUNSUPPORTED, "%s: use_dora: DoRA adapters change the forward pass (a learned "
@@ -369,7 +347,7 @@ static int config_load(it_lora_config *cfg, const char *path, int strict, it_err
     memset(cfg, 0, sizeof *cfg);
     int rc = parse_json_file(path, &file, &doc, err);
     if (rc != IT_OK) return rc;
-    reader r = {file, it_json_root(doc), err};
+    it__jreader r = {file, it_json_root(doc), err};
     rc = parse_lora(&r, cfg);
     if (rc == IT_OK && strict) rc = check_plain(&r, cfg);
     if (rc != IT_OK) it_lora_config_free(cfg);
@@ -384,7 +362,7 @@ int it__lora_config_read(it_lora_config *cfg, const char *path, it_err *err) { r
 
 int it__lora_config_json(it_lora_config *cfg, const it_json *obj, const char *where, it_err *err)
 {
-    reader r = {where, obj, err};
+    it__jreader r = {where, obj, err};
     memset(cfg, 0, sizeof *cfg);
     int rc = parse_lora(&r, cfg);
     if (rc == IT_OK) rc = check_plain(&r, cfg);
