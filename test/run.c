@@ -163,6 +163,7 @@ int main(int argc, char **argv)
     suite_malformed();
     suite_config();
     suite_regex();
+    suite_unicode();
     suite_lora();
     suite_solve();
     suite_output();
