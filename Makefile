@@ -19,7 +19,7 @@ WARN    = -Wall -Wextra -Wpedantic -Wshadow -Werror
 CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L -ffp-contract=off $(WARN) $(OPT) -pthread -MMD -MP $(if $(NOSIMD),-DIT_NOSIMD) $(CFLAGS)
 LDLIBS_ALL = -pthread -lm $(LDLIBS)
 
-LIB_SRC  = util.c json.c regex.c unicode.c safetensors.c model.c model_llama.c model_t5.c model_clip.c model_unet.c model_sd.c data.c image.c lora.c lora_files.c iteris.c merge.c output.c demo.c thread.c linalg.c linalg_avx2.c linalg_avx512.c linalg_neon.c bench.c bench_unet.c
+LIB_SRC  = util.c json.c regex.c unicode.c tokenizer.c tokenizer_model.c safetensors.c model.c model_llama.c model_t5.c model_clip.c model_unet.c model_sd.c data.c image.c lora.c lora_files.c iteris.c merge.c output.c demo.c thread.c linalg.c linalg_avx2.c linalg_avx512.c linalg_neon.c bench.c bench_unet.c
 # The fuzz builds compile everything but the command line in one go, without SIMD (the kernel files
 # would need their own flags).
 FUZZ_SRC = $(filter-out bench.c bench_unet.c,$(LIB_SRC))

@@ -776,6 +776,42 @@ int it_samples_choose(const it_samples *s, size_t k, uint64_t seed, size_t *idx,
 int it_samples_split(const it_samples *s, size_t k, uint64_t seed, size_t *idx, size_t *rest, it_err *err);
 
 /* ============================================================================================ */
+/* Tokenizers (tokenizer.c, tokenizer_model.c): tokenizer.json, text to ids                       */
+/* ============================================================================================ */
+/*
+ * it_tokenizer_encode gives the ids `tokenizer.encode(text, add_special_tokens=True)` gives in
+ * transformers (the Rust crate's pipeline: added tokens, normalizer, pre-tokenizer, model,
+ * post-processor). Supported:
+ *   models          BPE (merges as "a b" strings or [a, b] pairs; unk_token, fuse_unk,
+ *                   byte_fallback, ignore_merges, continuing_subword_prefix, end_of_word_suffix;
+ *                   dropout null or 0) and Unigram (unk_id, byte_fallback);
+ *   normalizers     NFC NFD NFKC NFKD, Lowercase, Strip, StripAccents, Prepend, Replace (any
+ *                   String pattern; Regex "\s+", " {2,}", "\s" and " +"), Precompiled
+ *                   (SentencePiece charsmaps), Sequence;
+ *   pre-tokenizers  ByteLevel (with or without its GPT-2 regex), Split (String patterns, and the
+ *                   GPT-2, Llama-3, Qwen2 and CLIP regexes, hand-coded), Metaspace,
+ *                   WhitespaceSplit, Digits, Punctuation, Sequence;
+ *   post-processors TemplateProcessing (single), RobertaProcessing, BertProcessing, ByteLevel,
+ *                   Sequence;
+ *   added tokens    both passes, with single_word, lstrip, rstrip and normalized.
+ * Anything else (WordPiece and WordLevel models, another Split regex, BertNormalizer, ...) is
+ * IT_EUNSUPPORTED naming the file and the component. The file's truncation and padding are
+ * ignored, as transformers overrides them on every call. */
+typedef struct it_tokenizer it_tokenizer;
+
+/* dir: a model folder (reads dir/tokenizer.json) or the file itself. */
+int it_tokenizer_load(it_tokenizer **out, const char *dir, it_err *err);
+void it_tokenizer_free(it_tokenizer *t);
+
+/* ids: malloc'd [*n] (NULL when *n is 0); add_special: the post-processor's tokens. Invalid UTF-8
+ * is IT_EINVAL. */
+int it_tokenizer_encode(const it_tokenizer *t, const char *text, size_t len, int add_special, int32_t **ids, size_t *n,
+                        it_err *err);
+
+/* The id of a token string (an added token, else the model's vocabulary), or -1. */
+int32_t it_tokenizer_token_id(const it_tokenizer *t, const char *token);
+
+/* ============================================================================================ */
 /* Images (image.c)                                                                              */
 /* ============================================================================================ */
 /*

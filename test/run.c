@@ -164,6 +164,7 @@ int main(int argc, char **argv)
     suite_config();
     suite_regex();
     suite_unicode();
+    suite_tokenizer();
     suite_lora();
     suite_solve();
     suite_output();

@@ -53,6 +53,7 @@ void suite_malformed(void);
 void suite_config(void);
 void suite_regex(void);
 void suite_unicode(void);
+void suite_tokenizer(void);
 void suite_lora(void);
 void suite_solve(void);
 void suite_output(void);
