@@ -50,7 +50,7 @@ $(BUILD)/libiteris.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/iteris: $(BUILD)/main.o $(BUILD)/cli_bench.o $(BUILD)/libiteris.a
+$(BUILD)/iteris: $(BUILD)/main.o $(BUILD)/cli_bench.o $(BUILD)/cli_tokenize.o $(BUILD)/libiteris.a
 	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
 
 $(BUILD)/run_tests: $(TEST_OBJ) $(BUILD)/libiteris.a

@@ -9,5 +9,6 @@ int cli_fail(const it_err *err); /* prints "iteris: <message>"; returns 1 */
 long cli_positive(const char *s); /* a decimal integer > 0, or 0 */
 
 int cli_bench_unet(int argc, char **argv); /* `iteris bench unet` (cli_bench.c) */
+int cli_tokenize(int argc, char **argv);   /* `iteris tokenize` (cli_tokenize.c) */
 
 #endif

@@ -479,6 +479,30 @@ int it_samples_load_pixels(it_samples *ss, const it_model *m, it_err *err)
 }
 
 /* ============================================================================================ */
+/* Text                                                                                          */
+/* ============================================================================================ */
+
+int it_samples_tokenize(it_samples *ss, const it_tokenizer *t, it_err *err)
+{
+    for (size_t i = 0; i < ss->n; i++) {
+        it_sample *s = &ss->s[i];
+        if (s->ids || !s->text) continue;
+        int rc = it_tokenizer_encode(t, s->text, strlen(s->text), 1, &s->ids, &s->n, err);
+        if (rc == IT_OK && s->n == 0)
+            rc = it__fail(err, IT_EINVAL, "the text gives no tokens");
+        if (rc != IT_OK) {
+            char where[IT_ERR_MAX / 2];
+            snprintf(where, sizeof where, "%s: line %zu", ss->path, s->line);
+            it__err_prefix(err, where);
+            free(s->ids);
+            s->ids = NULL, s->n = 0;
+            return rc;
+        }
+    }
+    return IT_OK;
+}
+
+/* ============================================================================================ */
 /* Choosing samples                                                                              */
 /* ============================================================================================ */
 

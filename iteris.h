@@ -757,6 +757,11 @@ int it_samples_load(it_samples **out, const char *path, it_err *err);
 int it_samples_parse(it_samples **out, const char *text, size_t len, const char *name, it_err *err);
 void it_samples_free(it_samples *s);
 
+/* Fills the ids of every sample that gives "text" and no ids: tokenizer t's encode with its special
+ * tokens (add_special_tokens=True). Errors name the samples file and the line. */
+typedef struct it_tokenizer it_tokenizer;
+int it_samples_tokenize(it_samples *s, const it_tokenizer *t, it_err *err);
+
 /* Loads the pixels of every sample that names an image or a pixel_values tensor, for model m: a
  * PPM/PGM image is resized, cropped and normalised by the model folder's preprocessor_config.json
  * (CLIPImageProcessor), a tensor is taken as it is (any float dtype) and must be [B, C, H, W] with
@@ -797,8 +802,6 @@ int it_samples_split(const it_samples *s, size_t k, uint64_t seed, size_t *idx, 
  * Anything else (WordPiece and WordLevel models, another Split regex, BertNormalizer, ...) is
  * IT_EUNSUPPORTED naming the file and the component. The file's truncation and padding are
  * ignored, as transformers overrides them on every call. */
-typedef struct it_tokenizer it_tokenizer;
-
 /* dir: a model folder (reads dir/tokenizer.json) or the file itself. */
 int it_tokenizer_load(it_tokenizer **out, const char *dir, it_err *err);
 void it_tokenizer_free(it_tokenizer *t);
@@ -807,6 +810,10 @@ void it_tokenizer_free(it_tokenizer *t);
  * is IT_EINVAL. */
 int it_tokenizer_encode(const it_tokenizer *t, const char *text, size_t len, int add_special, int32_t **ids, size_t *n,
                         it_err *err);
+
+/* The tokenizer of model m's folder: its tokenizer.json (a Stable Diffusion pipeline's:
+ * tokenizer/tokenizer.json). Absent: IT_ENOTFOUND naming the file. */
+int it_tokenizer_for_model(it_tokenizer **out, const it_model *m, it_err *err);
 
 /* The id of a token string (an added token, else the model's vocabulary), or -1. */
 int32_t it_tokenizer_token_id(const it_tokenizer *t, const char *token);

@@ -20,6 +20,8 @@ static const char *usage_text =
     "  demo [--out DIR] [--json]   build a small model and adapters, merge them with every method\n"
     "  bench [gemm|gram|chol|svd|all] [--n N[,N...]] [--threads T] [--json]\n"
     "                              GFLOP/s of the linear algebra (sizes 256 to 4096 by default)\n"
+    "  tokenize --model DIR TEXT [--no-special]\n"
+    "                              the ids the model folder's tokenizer.json gives TEXT (a JSON list)\n"
     "  bench unet [--latent N] [--batch B] [--f16] [--dir DIR] [--threads T] [--json]\n"
     "                              one step of an SD 1.5-sized UNet (random weights): seconds, peak memory\n"
     "  solve --features FILE --out FILE [--method M] [--alpha1 A] [--alpha2 A] [--reg-mix B]\n"
@@ -627,12 +629,16 @@ static int fit_adapter(it_adapter *ad, const it_model *m, it_err *err)
 static int prepare_samples(it_model *m, const it_adapter *ad, it_samples *ss, size_t gen_len, size_t timesteps,
                            it_err *err)
 {
-    for (size_t j = 0; j < ss->n; j++) ss->s[j].ntimesteps = timesteps;
-    for (size_t j = 0; j < ss->n; j++)
-        if (!ss->s[j].ids && ss->s[j].text)
-            return errf(err, IT_EUNSUPPORTED, "%s: line %zu: a \"text\" sample needs a tokenizer, which this version "
-                        "does not have; give \"input_ids\"", ss->path, ss->s[j].line);
-    int rc = it_samples_load_pixels(ss, m, err);
+    int text = 0, rc = IT_OK;
+    for (size_t j = 0; j < ss->n; j++) ss->s[j].ntimesteps = timesteps, text |= !ss->s[j].ids && ss->s[j].text;
+    if (text) { /* "text" samples: the model folder's tokenizer */
+        it_tokenizer *t = NULL;
+        rc = it_tokenizer_for_model(&t, m, err);
+        if (rc == IT_OK) rc = it_samples_tokenize(ss, t, err);
+        it_tokenizer_free(t);
+        if (rc != IT_OK) return rc;
+    }
+    rc = it_samples_load_pixels(ss, m, err);
     return rc == IT_OK ? it_samples_complete(m, ad, ss, gen_len, err) : rc;
 }
 
@@ -1492,5 +1498,6 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "forward")) return cmd_forward(argc - 2, argv + 2);
     if (!strcmp(cmd, "demo")) return cmd_demo(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tokenize")) return cli_tokenize(argc - 2, argv + 2);
     return usage("unknown command");
 }

@@ -1159,3 +1159,22 @@ int it_tokenizer_load(it_tokenizer **out, const char *dir, it_err *err)
     *out = t;
     return IT_OK;
 }
+
+int it_tokenizer_for_model(it_tokenizer **out, const it_model *m, it_err *err)
+{
+    *out = NULL;
+    int pipeline = !strcmp(it_model_config(m)->model_type, "stable-diffusion");
+    char *dir = pipeline ? it__path_join(it_model_dir(m), "tokenizer") : it__strdup(it_model_dir(m));
+    char *file = dir ? it__path_join(dir, "tokenizer.json") : NULL;
+    if (!file) {
+        free(dir);
+        return it__fail(err, IT_ENOMEM, "out of memory");
+    }
+    int rc = IT_OK;
+    if (!it__exists(file))
+        rc = it__fail(err, IT_ENOTFOUND, "%s: not found: \"text\" samples need the model's tokenizer.json (the slow "
+                      "tokenizers' vocab.json / merges.txt / spiece.model are not read); give \"input_ids\"", file);
+    if (rc == IT_OK) rc = it_tokenizer_load(out, file, err);
+    free(dir), free(file);
+    return rc;
+}

@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 typedef struct tk_case {
     const char *text;
@@ -486,6 +487,90 @@ static void test_tokenizer_mutations(void)
     }
 }
 
+/* ============================================================================================ */
+/* "text" samples through a model folder's tokenizer.json                                        */
+/* ============================================================================================ */
+
+/* A copy of data/<fx>/base in the temporary folder with data/tokenizer/<tok>.json as its
+ * tokenizer.json; returns the folder (static) or NULL. */
+static const char *with_tokenizer(const char *fx, const char *tok)
+{
+    static char dir[1024];
+    snprintf(dir, sizeof dir, "%s", test_tmppath(fx));
+    mkdir(dir, 0755);
+    static const char *const files[3] = {"config.json", "model.safetensors", "tokenizer.json"};
+    for (int k = 0; k < 3; k++) {
+        char src[512], dst[1200];
+        if (k < 2) snprintf(src, sizeof src, "data/%s/base/%s", fx, files[k]);
+        else snprintf(src, sizeof src, "data/tokenizer/%s.json", tok);
+        snprintf(dst, sizeof dst, "%s/%s", dir, files[k]);
+        size_t len = 0;
+        unsigned char *b = test_read_file(src, &len);
+        int ok = b && test_write_file(dst, b, len) == 0;
+        free(b);
+        CHECKF(ok, "cannot copy %s", src);
+        if (!ok) return NULL;
+    }
+    return dir;
+}
+
+static int run_cmd(const char *cmd)
+{
+    int st = system(cmd);
+    return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* forward on {"text": ...} samples dumps exactly what it dumps on the ids `iteris tokenize` prints
+ * for the same texts: a Llama model with a byte-level BPE tokenizer, a T5 model with a Unigram one
+ * (its decoder ids made by greedy decoding either way); a folder without tokenizer.json refuses text. */
+static void test_tokenizer_text_samples(void)
+{
+    const char *bin = getenv("ITERIS_BIN") ? getenv("ITERIS_BIN") : "./iteris";
+    static const char *const pairs[2][2] = {{"llama", "gpt2"}, {"t5", "t5"}};
+    for (int k = 0; k < 2; k++) {
+        const char *dir = with_tokenizer(pairs[k][0], pairs[k][1]);
+        if (!dir) continue;
+        char cmd[16384], text_file[1200], ids_file[1200], d1[1200], d2[1200], ids_out[1200];
+        snprintf(text_file, sizeof text_file, "%s/text.jsonl", dir);
+        snprintf(ids_file, sizeof ids_file, "%s/ids.jsonl", dir);
+        snprintf(ids_out, sizeof ids_out, "%s/ids.txt", dir);
+        snprintf(d1, sizeof d1, "%s/text.dump", dir);
+        snprintf(d2, sizeof d2, "%s/ids.dump", dir);
+        static const char texts[] = "{\"text\": \"ab cd\"}\n{\"text\": \"a  b\\nc\"}\n";
+        CHECK(test_write_file(text_file, texts, sizeof texts - 1) == 0);
+        /* the ids of each text, as `iteris tokenize` prints them */
+        FILE *f = fopen(ids_file, "w");
+        static const char *const raw[2] = {"ab cd", "a  b\nc"};
+        for (int j = 0; f && j < 2; j++) {
+            snprintf(cmd, sizeof cmd, "%s tokenize --model %s '%s' > %s", bin, dir, raw[j], ids_out);
+            CHECKF(run_cmd(cmd) == 0, "%s", cmd);
+            size_t len = 0;
+            char *ids = (char *)test_read_file(ids_out, &len);
+            if (ids) ids[strcspn(ids, "\n")] = 0, fprintf(f, "{\"input_ids\": %s}\n", ids);
+            free(ids);
+        }
+        if (f) fclose(f);
+        snprintf(cmd, sizeof cmd, "%s forward --model %s --inputs %s --dump %s --gen-len 3 && %s forward --model %s "
+                 "--inputs %s --dump %s --gen-len 3", bin, dir, text_file, d1, bin, dir, ids_file, d2);
+        CHECKF(run_cmd(cmd) == 0, "%s", cmd);
+        size_t l1 = 0, l2 = 0;
+        unsigned char *b1 = test_read_file(d1, &l1), *b2 = test_read_file(d2, &l2);
+        CHECKF(b1 && b2 && l1 == l2 && !memcmp(b1, b2, l1), "%s: the text samples' dump differs", pairs[k][0]);
+        free(b1), free(b2);
+    }
+    /* no tokenizer.json: refused, naming the file */
+    char cmd[2048];
+    const char *txt = test_tmppath("plain-text.jsonl");
+    CHECK(test_write_file(txt, "{\"text\": \"ab\"}\n", 15) == 0);
+    snprintf(cmd, sizeof cmd, "%s forward --model data/llama/base --inputs %s --dump %s 2> %s", bin, txt,
+             test_tmppath("x.dump"), test_tmppath("err.txt"));
+    CHECK(run_cmd(cmd) == 1);
+    size_t len = 0;
+    unsigned char *msg = test_read_file(test_tmppath("err.txt"), &len);
+    CHECKF(msg && strstr((char *)msg, "data/llama/base/tokenizer.json: not found"), "%s", msg ? (char *)msg : "");
+    free(msg);
+}
+
 void suite_tokenizer(void)
 {
     RUN(test_tokenizer_gpt2);
@@ -498,4 +583,5 @@ void suite_tokenizer(void)
     RUN(test_tokenizer_refusals);
     RUN(test_tokenizer_unk);
     RUN(test_tokenizer_mutations);
+    RUN(test_tokenizer_text_samples);
 }
