@@ -40,8 +40,9 @@ unsigned char *test_read_file(const char *path, size_t *len);
 /* The path of a committed fixture: "data/<rel>" (tests run from the repository root). */
 const char *test_data(const char *rel);
 
-/* 1 when ITERIS_TEST_SKIP_SLOW is set (not "0"): `make valgrind` sets it to leave out the tests that
- * take minutes there (whole merges and demos); AddressSanitizer runs them all. */
+/* 1 when ITERIS_TEST_SKIP_SLOW is set (not "0"): `make valgrind` and `make cross-test` (qemu) set it
+ * to leave out the tests that take minutes there (whole merges and demos); the native runs and
+ * AddressSanitizer run them all. */
 int test_skip_slow(void);
 
 /* The suites, one per test file. */
