@@ -616,16 +616,10 @@ static void run_inputs_free(run_inputs *in)
 /* 1 for a Stable Diffusion pipeline folder (model_sd.c), whose lora output is diffusers' file. */
 static int is_pipeline(const it_model *m) { return !strcmp(it_model_config(m)->model_type, "stable-diffusion"); }
 
-/* Fits adapter ad to model m (it_model_fit_adapter): a Stable Diffusion file's part for this model,
- * or for a pipeline both of its parts under their prefixes; notes for the rest. */
-static int fit_adapter(it_adapter *ad, const it_model *m, it_err *err)
-{
-    return it_model_fit_adapter(m, ad, err);
-}
-
-/* What a samples file needs before model m runs it: ids (text needs a tokenizer, not built yet),
- * the pixels of image samples, and for an encoder-decoder model decoder ids made by greedy
- * decoding with adapter ad installed (NULL: the model as it is). */
+/* What a samples file needs before model m runs it: the ids of "text" samples (the model folder's
+ * tokenizer.json), the pixels of image samples, the timesteps per prompt of a pipeline, and for an
+ * encoder-decoder model decoder ids made by greedy decoding with adapter ad installed (NULL: the
+ * model as it is). */
 static int prepare_samples(it_model *m, const it_adapter *ad, it_samples *ss, size_t gen_len, size_t timesteps,
                            it_err *err)
 {
@@ -651,7 +645,7 @@ static int load_inputs(run_inputs *in, size_t samples_per_task, uint64_t seed, i
     int rc = it_model_load(&in->model, in->base, err);
     for (size_t i = 0; rc == IT_OK && i < in->nlora; i++) {
         rc = it_adapter_load(&in->ad[i], in->lora[i], err);
-        if (rc == IT_OK) rc = fit_adapter(in->ad[i], in->model, err);
+        if (rc == IT_OK) rc = it_model_fit_adapter(in->model, in->ad[i], err);
     }
     for (size_t i = 0; rc == IT_OK && i < in->ndata; i++) rc = it_samples_load(&in->smp[i], in->data[i], err);
     for (size_t i = 0; rc == IT_OK && i < in->ndata; i++) {
@@ -1123,7 +1117,7 @@ static int load_merged(merged_out *o, const char *dir, it_model *base, it_err *e
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
     if (has_file(dir, "adapter_config.json") || !is_dir(dir)) { /* a PEFT folder, or an SD LoRA file */
         int rc = it_adapter_load(&o->ad, dir, err);
-        if (rc == IT_OK) rc = fit_adapter(o->ad, base, err);
+        if (rc == IT_OK) rc = it_model_fit_adapter(base, o->ad, err);
         o->n = rc == IT_OK ? o->ad->n : 0;
         o->d = calloc(o->n + 1, sizeof *o->d), o->site = calloc(o->n + 1, sizeof *o->site);
         if (rc == IT_OK && (!o->d || !o->site)) return errf(err, IT_ENOMEM, "out of memory");
