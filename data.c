@@ -195,9 +195,14 @@ static int ref_get(it_tensor_ref *r, const it_json *obj, const char *key, const 
                          "\"%s\" is %s, expected {\"file\": .., \"tensor\": .., \"index\": ..}", key, type_phrase(v->type));
     for (size_t i = 0; i < v->n; i++) {
         const char *k = v->keys[i];
-        if (strcmp(k, "file") && strcmp(k, "tensor") && strcmp(k, "index"))
-            return line_fail(at->err, IT_EFORMAT, at->path, at->line, "\"%s\": unknown key \"%s\" (file, tensor, index)",
-                             key, k);
+        if (!strcmp(k, "file") || !strcmp(k, "tensor") || !strcmp(k, "index")) continue;
+        char shown[64]; /* the key as JSON would spell it, control characters escaped: the message stays one line */
+        size_t o = 0;
+        for (const unsigned char *c = (const unsigned char *)k; *c && o + 8 < sizeof shown; c++)
+            o += (size_t)(*c < 0x20 ? snprintf(shown + o, sizeof shown - o, "\\u%04x", *c)
+                                    : snprintf(shown + o, sizeof shown - o, "%c", *c));
+        return line_fail(at->err, IT_EFORMAT, at->path, at->line, "\"%s\": unknown key \"%s\" (file, tensor, index)",
+                         key, shown);
     }
     char *file = NULL;
     int rc = str_get(v, "file", &file, at);
