@@ -7,7 +7,8 @@
 #   make valgrind     the same tests under valgrind (memcheck)
 #   make fuzz         a libFuzzer target (clang): build/fuzz/fuzz_iteris [corpus dir]
 #   make bench        the benchmarks (`iteris bench`), and side by side with OpenBLAS if installed
-#   make cross-test   the tests built for aarch64 (NEON) and run under qemu-user
+#   make cross-test   the tests built for aarch64 (NEON) and run under qemu-user; CROSS_ARCH=s390x,
+#                     riscv64 or i686 for another; make cross-test-all for all four
 #   make NOSIMD=1     a build without any SIMD code
 #
 # CC, OPT and BUILD may be overridden: `make CC=clang`, `make OPT=-O0`.
@@ -16,7 +17,7 @@ CC     ?= cc
 OPT    ?= -O2 -g
 BUILD  ?= build/release
 WARN    = -Wall -Wextra -Wpedantic -Wshadow -Werror
-CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L -ffp-contract=off $(WARN) $(OPT) -pthread -MMD -MP $(if $(NOSIMD),-DIT_NOSIMD) $(CFLAGS)
+CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L -ffp-contract=off $(WARN) $(OPT) -pthread -MMD -MP $(if $(NOSIMD),-DIT_NOSIMD) $(FLAGS_ARCH) $(CFLAGS)
 LDLIBS_ALL = -pthread -lm $(LDLIBS)
 
 LIB_SRC  = util.c json.c regex.c unicode.c tokenizer.c tokenizer_model.c safetensors.c model.c model_llama.c model_t5.c model_clip.c model_unet.c model_sd.c data.c image.c lora.c lora_files.c iteris.c merge.c output.c demo.c thread.c linalg.c linalg_avx2.c linalg_avx512.c linalg_neon.c bench.c bench_unet.c
@@ -32,11 +33,25 @@ FLAGS_linalg_avx2   = -mavx2 -mfma
 FLAGS_linalg_avx512 = -mavx512f -mfma
 endif
 endif
+# FLAGS_ARCH: flags for the whole build on some machines, so that float and double arithmetic is
+# IEEE single and double precision (FLT_EVAL_METHOD 0) as the tests expect everywhere:
+#   i686   SSE2 for floating point (-mfpmath=sse): x87 computes in 80-bit extended precision
+#   s390x  gcc in strict C11 mode evaluates float expressions, constants included, in double
+#          (FLT_EVAL_METHOD 1, glibc's float_t); -fexcess-precision=fast, gcc's default in its GNU
+#          modes, keeps them float (gcc only: clang refuses the flag)
+ifneq ($(filter i386 i486 i586 i686,$(ARCH)),)
+FLAGS_ARCH = -msse2 -mfpmath=sse
+endif
+ifeq ($(ARCH),s390x)
+ifeq ($(findstring clang,$(CC)),)
+FLAGS_ARCH = -fexcess-precision=fast
+endif
+endif
 TEST_SRC = $(wildcard test/*.c)
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
 
-.PHONY: all test test-build asan tsan valgrind cross-test fuzz fuzz-replay bench clean
+.PHONY: all test test-build asan tsan valgrind cross-test cross-test-all fuzz fuzz-replay bench clean
 
 all: iteris libiteris.a
 
@@ -79,15 +94,35 @@ valgrind:
 	    valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
 	    build/valgrind/run_tests
 
-# The whole suite for 64-bit Arm (the NEON kernels) under user-mode emulation: needs Debian's
-# gcc-aarch64-linux-gnu and qemu-user.
-CROSS ?= aarch64-linux-gnu-
-QEMU  ?= qemu-aarch64 -L /usr/aarch64-linux-gnu
+# The whole suite for another architecture under user-mode emulation (Debian's cross gcc and
+# qemu-user): `make cross-test CROSS_ARCH=s390x`; `make cross-test-all` runs every one in turn.
+#   aarch64  64-bit Arm, the NEON kernels       gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+#   s390x    64-bit big-endian                  gcc-s390x-linux-gnu libc6-dev-s390x-cross
+#   riscv64  64-bit RISC-V, no SIMD kernels     gcc-riscv64-linux-gnu libc6-dev-riscv64-cross
+#   i686     32-bit x86                         gcc-i686-linux-gnu libc6-dev-i386-cross
+# CROSS_ARCH: the architecture (the default, aarch64, is what `make cross-test` always meant).
+# CROSS: the cross compiler's prefix. QEMU: the emulator and its sysroot for that architecture.
+# The build goes to build/<CROSS_ARCH>.
+CROSS_ARCHS = aarch64 s390x riscv64 i686
+CROSS_ARCH ?= aarch64
+CROSS      ?= $(CROSS_ARCH)-linux-gnu-
+QEMU_aarch64 = qemu-aarch64
+QEMU_s390x   = qemu-s390x
+QEMU_riscv64 = qemu-riscv64
+QEMU_i686    = qemu-i386
+QEMU       ?= $(QEMU_$(CROSS_ARCH)) -L /usr/$(CROSS_ARCH)-linux-gnu
+# ARCH=$(CROSS_ARCH) gives i686 and s390x their FLAGS_ARCH above (SSE2 floating point on i686).
+# The AVX2/AVX-512 kernels are x86_64 only (their files and the CPUID dispatch are
+# #if __x86_64__, and only ARCH=x86_64 gets their flags): i686 runs the portable kernels.
 # Under qemu the whole merges and demos (ITERIS_TEST_SKIP_SLOW) are left to the native runs: they
 # took most of CI's time there, and the kernels and forward passes they use are tested anyway.
 cross-test:
-	$(MAKE) CC=$(CROSS)gcc ARCH=aarch64 BUILD=build/aarch64 test-build
-	ITERIS_TEST_SKIP_SLOW=1 ITERIS_BIN="$(QEMU) build/aarch64/iteris" $(QEMU) build/aarch64/run_tests
+	$(MAKE) CC=$(CROSS)gcc ARCH=$(CROSS_ARCH) BUILD=build/$(CROSS_ARCH) test-build
+	ITERIS_TEST_SKIP_SLOW=1 ITERIS_BIN="$(QEMU) build/$(CROSS_ARCH)/iteris" $(QEMU) build/$(CROSS_ARCH)/run_tests
+
+# Every architecture above in turn (stops at the first that fails).
+cross-test-all:
+	set -e; for a in $(CROSS_ARCHS); do $(MAKE) cross-test CROSS_ARCH=$$a; done
 
 FUZZ_CC ?= clang
 fuzz:

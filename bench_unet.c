@@ -162,8 +162,7 @@ int it_bench_unet_write(const char *dir, int f16, uint64_t *params, it_err *err)
     uint64_t s = 20251124u;
     for (size_t i = 0; rc == IT_OK && i < pool_n; i++) { /* uniform on [-a, a], a = 0.02 sqrt(3): std 0.02 */
         float v = (float)(((double)(it__splitmix64(&s) >> 11) * 0x1p-53 * 2.0 - 1.0) * 0.034641016);
-        if (f16) rc = it_f32_encode(pool + i * 2, IT_F16, &v, 1, err);
-        else memcpy(pool + i * 4, &v, 4);
+        rc = it_f32_encode(pool + i * es, f16 ? IT_F16 : IT_F32, &v, 1, err); /* little-endian on any host */
     }
     for (size_t i = 0; rc == IT_OK && i < l.n; i++) {
         uint64_t n = 1;

@@ -341,7 +341,9 @@ static int fill_proj(float *W, const proj *p, const double *Q, uint64_t *s)
 /* Adds the n projections p of one layer, named prefix + p->name + ".weight". */
 static int add_projs(tlist *l, const char *prefix, const proj *p, size_t n, const double *Q, uint64_t *s)
 {
-    char name[128];
+    /* prefix comes from a 128-byte buffer: room for it plus the longest p->name and ".weight" (gcc
+     * on s390x/riscv64 inlines this differently and warns about truncation at 128) */
+    char name[256];
     int rc = IT_OK;
     for (size_t k = 0; rc == IT_OK && k < n; k++) {
         snprintf(name, sizeof name, "%s%s.weight", prefix, p[k].name);

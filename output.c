@@ -411,7 +411,8 @@ static int copy_file(const char *src, const char *dst, it_err *err)
 {
     char *data = NULL;
     size_t len = 0;
-    int rc = it__read_file(src, (size_t)1 << 40, &data, &len, err);
+    /* no limit but the address space (1 << 40 would not fit a 32-bit size_t); - 1 for the NUL */
+    int rc = it__read_file(src, SIZE_MAX - 1, &data, &len, err);
     if (rc != IT_OK) return rc;
     it__out out;
     rc = it__out_open(&out, dst, err);

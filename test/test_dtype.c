@@ -23,6 +23,17 @@ static float float_of(uint32_t u)
     return f;
 }
 
+/* The bits a float returned by value can have when the function computed bits u. On 32-bit x86 a
+ * float is returned in the x87 st(0), whose load quiets a signaling NaN (sets the top mantissa
+ * bit, 0x400000) and keeps the rest of the payload; everywhere else the bits come back as they are. */
+static uint32_t returned_bits(uint32_t u)
+{
+#if defined(__i386__)
+    if ((u & 0x7f800000) == 0x7f800000 && (u & 0x7fffff)) u |= 0x400000;
+#endif
+    return u;
+}
+
 /* An independent decoder for IEEE-style minifloats, in double: (-1)^s 2^(e-bias) (1 + m/2^mb),
  * subnormal when e = 0. Specials are left to the caller. */
 static double ref_minifloat(unsigned v, int eb, int mb, int bias)
@@ -60,7 +71,7 @@ static void f16_to_f32_all(void)
         unsigned e = (h >> 10) & 31, m = h & 1023;
         if (e == 31) {
             if (m == 0) bad += !(isinf(f) && (signbit(f) != 0) == ((h >> 15) != 0));
-            else bad += !isnan(f) || (bits_of(f) & 0x7fffff) != m << 13;
+            else bad += !isnan(f) || (bits_of(f) & 0x7fffff) != (returned_bits(0x7f800000 | m << 13) & 0x7fffff);
         } else {
             bad += (double)f != ref_minifloat(h, 5, 10, 15) || (signbit(f) != 0) != ((h >> 15) != 0);
         }
@@ -128,7 +139,7 @@ static void bf16_conversions(void)
     int bad = 0;
     for (unsigned b = 0; b < 65536; b++) {
         float f = it_bf16_to_f32((uint16_t)b);
-        bad += bits_of(f) != (uint32_t)b << 16;
+        bad += bits_of(f) != returned_bits((uint32_t)b << 16);
         if (!isnan(f)) bad += it_f32_to_bf16(f) != b;
     }
     CHECKF(bad == 0, "%d bf16 values wrong", bad);

@@ -5,6 +5,7 @@
 
 #include "iteris.h"
 
+#include <inttypes.h>
 #include <locale.h>
 #include <math.h>
 #include <stdint.h>
@@ -887,9 +888,10 @@ static char *make_header(size_t n, size_t dup, size_t *len)
     for (size_t k = 0; k <= n; k++) {
         size_t id = k < n ? k : dup;
         if (k == n && dup >= n) break;
+        /* offsets in 64 bits: 100000 * 32 MiB overflows a 32-bit size_t */
         m += (size_t)sprintf(s + m, ",\"model.layers.%zu.self_attn.q_proj.weight\":{\"dtype\":\"BF16\","
-                                    "\"shape\":[4096,4096],\"data_offsets\":[%zu,%zu]}",
-                             id, id * 33554432, id * 33554432 + 33554432);
+                                    "\"shape\":[4096,4096],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}",
+                             id, (uint64_t)id * 33554432, (uint64_t)id * 33554432 + 33554432);
     }
     s[m++] = '}';
     *len = m;

@@ -545,7 +545,8 @@ static void test_unet_kohya(void)
     size_t n = it_st_count(st), k = 0;
     it_tensor *t = calloc(2 * n, sizeof *t);
     char (*names)[300] = calloc(2 * n, sizeof *names);
-    static const float alpha = 16.0f; /* lora_alpha 16, r 4: scale 4, as the PEFT folder's */
+    /* lora_alpha 16, r 4: scale 4, as the PEFT folder's; 16.0f as tensor data is little-endian bytes */
+    static const unsigned char alpha[4] = {0x00, 0x00, 0x80, 0x41};
     static const uint64_t scalar_shape[1] = {0};
     for (size_t i = 0; t && names && i < n; i++) {
         const it_tensor *src = it_st_tensor(st, i);
@@ -568,7 +569,7 @@ static void test_unet_kohya(void)
         k++;
         if (is_a) {
             snprintf(names[k], sizeof names[k], "lora_unet_%s.alpha", mod);
-            t[k] = (it_tensor){names[k], IT_F32, 0, scalar_shape, 1, 4, &alpha, 0, 0};
+            t[k] = (it_tensor){names[k], IT_F32, 0, scalar_shape, 1, 4, alpha, 0, 0};
             k++;
         }
     }
