@@ -1,10 +1,11 @@
 /* cli_bench.c -- `iteris bench unet`: one step of a Stable-Diffusion-1.5-sized UNet, its seconds and
- * its peak memory (part of the command line, like main.c: it prints and forks).
+ * its peak memory (part of the command line, like main.c: it prints).
  *
- * The UNet (random weights, it_bench_unet_write) is written to a folder; a child process loads it
- * with it_model_load and runs one step (it_model_run, every site observed by a no-op observer, as in
- * a merge) on seeded latents [batch, 4, latent, latent], timesteps and text states [batch, 77, 768];
- * the child's peak resident memory (getrusage) is the load's and the step's alone, not the writer's.
+ * The UNet (random weights, it_bench_unet_write) is written to a folder, then loaded with
+ * it_model_load and run for one step (it_model_run, every site observed by a no-op observer, as in
+ * a merge) on seeded latents [batch, 4, latent, latent], timesteps and text states [batch, 77, 768].
+ * The peak resident memory is the process's (getrusage): the writer frees its buffers (a few hundred
+ * MB at most) before the load, so the figure is the load's and the step's.
  */
 #include "cli.h"
 
@@ -13,8 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,17 +48,20 @@ static int count_sites(void *ctx, size_t site, const float *x, size_t nrows, siz
     return 0;
 }
 
-/* The child: loads dir, runs one step, writes "load step sites rms" to fd. */
-static int child_step(const char *dir, size_t batch, size_t side, int fd)
+/* What one step measured. */
+typedef struct step_result {
+    double load, step, rms;
+    size_t calls;
+} step_result;
+
+/* Loads dir and runs one step. */
+static int run_step(const char *dir, size_t batch, size_t side, step_result *r, it_err *err)
 {
-    it_err err = {0};
     it_model *m = NULL;
     double t0 = seconds_now();
-    if (it_model_load(&m, dir, &err) != IT_OK) {
-        dprintf(fd, "error %s\n", err.msg);
-        return 1;
-    }
-    double t1 = seconds_now();
+    int rc = it_model_load(&m, dir, err);
+    if (rc != IT_OK) return rc;
+    r->load = seconds_now() - t0;
     it_sample s;
     memset(&s, 0, sizeof s);
     s.nlatents = batch, s.lat_c = 4, s.lat_h = side, s.lat_w = side, s.nctx = 77, s.dctx = 768;
@@ -67,30 +69,27 @@ static int child_step(const char *dir, size_t batch, size_t side, int fd)
     s.timesteps = malloc(batch * sizeof *s.timesteps);
     s.context = malloc(batch * 77 * 768 * sizeof *s.context);
     if (!s.latents || !s.timesteps || !s.context) {
-        dprintf(fd, "error out of memory\n");
-        return 1;
+        snprintf(err->msg, sizeof err->msg, "bench unet: out of memory for the inputs");
+        rc = err->code = IT_ENOMEM;
     }
     uint64_t st = 7;
-    for (size_t i = 0; i < batch * 4 * side * side; i++) s.latents[i] = uniform(&st);
-    for (size_t i = 0; i < batch * 77 * 768; i++) s.context[i] = uniform(&st);
-    for (size_t i = 0; i < batch; i++) s.timesteps[i] = (float)(999 - 333 * (i % 4));
-    size_t calls = 0;
-    it_model_set_observer(m, count_sites, &calls);
+    for (size_t i = 0; rc == IT_OK && i < batch * 4 * side * side; i++) s.latents[i] = uniform(&st);
+    for (size_t i = 0; rc == IT_OK && i < batch * 77 * 768; i++) s.context[i] = uniform(&st);
+    for (size_t i = 0; rc == IT_OK && i < batch; i++) s.timesteps[i] = (float)(999 - 333 * (i % 4));
+    it_model_set_observer(m, count_sites, &r->calls);
     it_outputs o;
     double t2 = seconds_now();
-    int rc = it_model_run(m, &s, &o, &err);
-    double t3 = seconds_now();
-    if (rc != IT_OK) {
-        dprintf(fd, "error %s\n", err.msg);
-        return 1;
+    if (rc == IT_OK) rc = it_model_run(m, &s, &o, err);
+    r->step = seconds_now() - t2;
+    if (rc == IT_OK) {
+        double ss = 0;
+        for (size_t i = 0; i < o.o[0].rows * o.o[0].cols; i++) ss += (double)o.o[0].data[i] * o.o[0].data[i];
+        r->rms = sqrt(ss / (double)(o.o[0].rows * o.o[0].cols));
+        it_outputs_free(&o);
     }
-    double ss = 0;
-    for (size_t i = 0; i < o.o[0].rows * o.o[0].cols; i++) ss += (double)o.o[0].data[i] * o.o[0].data[i];
-    dprintf(fd, "ok %.6f %.6f %zu %.6g\n", t1 - t0, t3 - t2, calls, sqrt(ss / (double)(o.o[0].rows * o.o[0].cols)));
-    it_outputs_free(&o);
     free(s.latents), free(s.timesteps), free(s.context);
     it_model_free(m);
-    return 0;
+    return rc;
 }
 
 /* Removes the two files it_bench_unet_write makes, then the folder. */
@@ -133,31 +132,15 @@ int cli_bench_unet(int argc, char **argv)
         if (!keep) remove_folder(dir);
         return cli_fail(&err);
     }
-    int fds[2];
-    if (pipe(fds) != 0) return fail_msg("bench unet: pipe failed");
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(fds[0]);
-        _exit(child_step(dir, batch, side, fds[1]));
-    }
-    close(fds[1]);
-    char line[IT_ERR_MAX + 64] = "";
-    FILE *f = pid > 0 ? fdopen(fds[0], "r") : NULL;
-    if (f && !fgets(line, sizeof line, f)) line[0] = 0;
-    if (f) fclose(f);
-    else close(fds[0]);
-    int status = 0;
+    step_result r = {0, 0, 0, 0};
+    rc = run_step(dir, batch, side, &r, &err);
+    if (!keep) remove_folder(dir);
+    if (rc != IT_OK) return cli_fail(&err);
     struct rusage ru;
     memset(&ru, 0, sizeof ru);
-    if (pid > 0 && waitpid(pid, &status, 0) == pid) getrusage(RUSAGE_CHILDREN, &ru); /* the one child's peak */
-    if (!keep) remove_folder(dir);
-    double load = 0, step = 0, rms = 0;
-    size_t calls = 0;
-    if (pid <= 0 || sscanf(line, "ok %lf %lf %zu %lf", &load, &step, &calls, &rms) != 4) {
-        line[strcspn(line, "\n")] = 0;
-        return fail_msg(line[0] ? line + (strncmp(line, "error ", 6) ? 0 : 6) : "bench unet: the step did not finish");
-    }
+    getrusage(RUSAGE_SELF, &ru);
+    double load = r.load, step = r.step, rms = r.rms;
+    size_t calls = r.calls;
     double peak_mb = (double)ru.ru_maxrss / 1024.0; /* Linux: kilobytes */
     if (json)
         printf("[{\"routine\": \"unet\", \"n\": %zu, \"batch\": %zu, \"threads\": %d, \"dtype\": \"%s\", \"params\": %llu, "
@@ -166,7 +149,7 @@ int cli_bench_unet(int argc, char **argv)
     else
         printf("unet: SD 1.5 sizes (%llu parameters, %s on disk), latents %zu x 4 x %zu x %zu, 77 text tokens, %d thread%s\n"
                "  written in %.1f s, loaded in %.2f s, one step in %.2f s (%zu sites observed, output rms %.3g)\n"
-               "  peak memory of load + step: %.0f MB\n",
+               "  peak memory (load + step): %.0f MB\n",
                (unsigned long long)params, f16 ? "F16" : "F32", batch, side, side, it_get_threads(),
                it_get_threads() == 1 ? "" : "s", wsec, load, step, calls, rms, peak_mb);
     return 0;

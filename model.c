@@ -1114,6 +1114,19 @@ void it__attention(float *ctx, const float *q, const float *k, const float *v, s
 /* Models: loading and the public calls                                                          */
 /* ============================================================================================ */
 
+int it__model_state(it_model *m, const it__model_ops *ops, size_t size, void **state, char **cfgpath, it_err *err)
+{
+    void *p = calloc(1, size);
+    char *cfg = cfgpath ? it__path_join(m->dir, "config.json") : NULL;
+    if (!p || (cfgpath && !cfg)) {
+        free(p), free(cfg);
+        return it__fail(err, IT_ENOMEM, "%s: out of memory", m->dir);
+    }
+    m->ops = ops, m->priv = p, *state = p;
+    if (cfgpath) *cfgpath = cfg;
+    return IT_OK;
+}
+
 /* Chooses the forward pass for m->cfg; the others are IT_EUNSUPPORTED naming config.json. */
 static int load_arch(it_model *m, it_err *err)
 {

@@ -476,14 +476,11 @@ static int load_all(it_model *m, clip *C, const char *cfgpath, it_err *err)
 
 int it__clip_load(it_model *m, it_err *err)
 {
-    char *cfgpath = it__path_join(m->dir, "config.json");
-    clip *C = calloc(1, sizeof *C);
-    int rc = cfgpath && C ? IT_OK : it__fail(err, IT_ENOMEM, "%s: out of memory", m->dir);
-    if (C) {
-        m->ops = &CLIP_OPS; /* from here on it_model_free releases C */
-        m->priv = C;
-    }
-    if (rc == IT_OK) rc = load_all(m, C, cfgpath, err);
+    void *state = NULL;
+    char *cfgpath = NULL;
+    TRY(it__model_state(m, &CLIP_OPS, sizeof(clip), &state, &cfgpath, err));
+    clip *C = state;
+    int rc = load_all(m, C, cfgpath, err);
     free(cfgpath);
     return rc;
 }

@@ -105,6 +105,11 @@ void it__act_apply(const char *name, float *x, size_t m);
 void it__attention(float *ctx, const float *q, const float *k, const float *v, size_t nq, size_t nk, size_t nH,
                    size_t nKV, size_t hd, float scale, const float *bias, int causal, float *p);
 
+/* The architecture's state for a loader: *state = size zeroed bytes, installed as m->priv with
+ * m->ops = ops (it_model_free releases it through ops->free from then on), and, when cfgpath is
+ * not NULL, *cfgpath = the malloc'd path of the folder's config.json (for messages). IT_ENOMEM. */
+int it__model_state(it_model *m, const it__model_ops *ops, size_t size, void **state, char **cfgpath, it_err *err);
+
 /* T5's relative position bucket of rel = key - query (model_t5.c; exposed for the tests). */
 size_t it__t5_bucket(long rel, int bidirectional, size_t buckets, size_t max_distance);
 

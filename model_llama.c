@@ -369,15 +369,12 @@ static int load_tensors(it_model *m, llama *L, const char *pfx, it_err *err)
 
 int it__llama_load(it_model *m, it_err *err)
 {
-    char *cfgpath = it__path_join(m->dir, "config.json");
-    llama *L = calloc(1, sizeof *L);
-    int rc = cfgpath && L ? IT_OK : it__fail(err, IT_ENOMEM, "%s: out of memory", m->dir);
-    if (L) {
-        m->ops = &LLAMA_OPS; /* from here on it_model_free releases L */
-        m->priv = L;
-        set_sizes(L, &m->cfg);
-    }
-    if (rc == IT_OK) rc = check_config(&m->cfg, cfgpath, err);
+    void *state = NULL;
+    char *cfgpath = NULL;
+    TRY(it__model_state(m, &LLAMA_OPS, sizeof(llama), &state, &cfgpath, err));
+    llama *L = state;
+    set_sizes(L, &m->cfg);
+    int rc = check_config(&m->cfg, cfgpath, err);
     if (rc == IT_OK) rc = rope_freqs(L, &m->cfg, cfgpath, err);
     if (rc == IT_OK) rc = read_window(L, &m->cfg, cfgpath, err);
     const char *pfx = it__model_has(m, "model.embed_tokens.weight") || !it__model_has(m, "embed_tokens.weight")

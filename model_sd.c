@@ -443,10 +443,9 @@ static int mirror_sites(it_model *m, const it_model *sub, const char *prefix, si
 
 int it__sd_load(it_model *m, it_err *err)
 {
-    sd *P = calloc(1, sizeof *P);
-    if (!P) return it__fail(err, IT_ENOMEM, "out of memory");
-    m->ops = &SD_OPS; /* from here on it_model_free releases P */
-    m->priv = P;
+    void *state = NULL;
+    TRY(it__model_state(m, &SD_OPS, sizeof(sd), &state, NULL, err));
+    sd *P = state;
     TRY(read_index(m, err));
     TRY(load_part(m, "text_encoder", IT_ARCH_CLIP, &P->te, err));
     TRY(load_part(m, "unet", IT_ARCH_UNET, &P->unet, err));

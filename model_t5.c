@@ -451,14 +451,11 @@ static int set_sizes(t5 *T, const it_config *c, const char *cfgpath, it_err *err
 
 int it__t5_load(it_model *m, it_err *err)
 {
-    char *cfgpath = it__path_join(m->dir, "config.json");
-    t5 *T = calloc(1, sizeof *T);
-    int rc = cfgpath && T ? IT_OK : it__fail(err, IT_ENOMEM, "%s: out of memory", m->dir);
-    if (T) {
-        m->priv = T; /* from here on it_model_free releases T */
-        m->ops = &T5_ENCODER_OPS;
-    }
-    if (rc == IT_OK) rc = set_sizes(T, &m->cfg, cfgpath, err);
+    void *state = NULL;
+    char *cfgpath = NULL;
+    TRY(it__model_state(m, &T5_ENCODER_OPS, sizeof(t5), &state, &cfgpath, err));
+    t5 *T = state;
+    int rc = set_sizes(T, &m->cfg, cfgpath, err);
     if (rc == IT_OK) {
         if (T->Ld) m->ops = &T5_OPS;
         T->enc = calloc(T->Le, sizeof *T->enc);

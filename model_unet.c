@@ -1136,14 +1136,11 @@ static int load_all(it_model *m, unet *U, const char *cfgpath, it_err *err)
 
 int it__unet_load(it_model *m, it_err *err)
 {
-    char *cfgpath = it__path_join(m->dir, "config.json");
-    unet *U = calloc(1, sizeof *U);
-    int rc = cfgpath && U ? IT_OK : it__fail(err, IT_ENOMEM, "%s: out of memory", m->dir);
-    if (U) {
-        m->ops = &UNET_OPS; /* from here on it_model_free releases U */
-        m->priv = U;
-    }
-    if (rc == IT_OK) rc = load_all(m, U, cfgpath, err);
+    void *state = NULL;
+    char *cfgpath = NULL;
+    TRY(it__model_state(m, &UNET_OPS, sizeof(unet), &state, &cfgpath, err));
+    unet *U = state;
+    int rc = load_all(m, U, cfgpath, err);
     free(cfgpath);
     return rc;
 }

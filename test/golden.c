@@ -49,3 +49,25 @@ size_t golden_install(it_model *m, const it_adapter *ad, it_delta *d)
     }
     return k;
 }
+
+it_adapter *golden_adapter(it_model *m, const char *fx, const char *name, size_t nmod, it_delta **d)
+{
+    char path[512];
+    it_err e = {0};
+    it_adapter *ad = NULL;
+    *d = NULL;
+    snprintf(path, sizeof path, "data/%s/adapters/%s", fx, name);
+    int rc = it_adapter_load(&ad, path, &e);
+    CHECKF(rc == IT_OK, "%s: %s", path, e.msg);
+    if (rc != IT_OK) return NULL;
+    *d = calloc(ad->n + 1, sizeof **d);
+    CHECKF(*d && golden_install(m, ad, *d) == nmod, "%s: wrong number of modules", path);
+    return ad;
+}
+
+void golden_release(it_model *m, it_adapter *ad, it_delta *d)
+{
+    it_model_clear_deltas(m);
+    free(d);
+    it_adapter_free(ad);
+}

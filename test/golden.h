@@ -23,4 +23,10 @@ float *golden_f32(const it_st *st, const char *key, size_t n);
  * each has a site of its shape; returns how many were installed. */
 size_t golden_install(it_model *m, const it_adapter *ad, it_delta *d);
 
+/* Loads data/<fx>/adapters/<name> and installs it on m (golden_install), CHECKing that nmod modules
+ * were installed; *d gets the deltas the model points to. Release both with golden_release after
+ * the runs. NULL (and a failed check) when the adapter cannot be loaded. */
+it_adapter *golden_adapter(it_model *m, const char *fx, const char *name, size_t nmod, it_delta **d);
+void golden_release(it_model *m, it_adapter *ad, it_delta *d);
+
 #endif

@@ -217,18 +217,9 @@ static const char *const VISION_OUT[3] = {"image_embeds", "vision_last_hidden_st
 /* One variant: base (a = -1) or an adapter of the fixture installed unmerged. */
 static void golden_variant(it_model *m, const inputs *in, const it_st *exp, int a, stats *s)
 {
-    it_adapter *ad = NULL;
     it_delta *d = NULL;
-    if (a >= 0) {
-        char path[256];
-        it_err e = {0};
-        snprintf(path, sizeof path, "data/clip/adapters/%s", ADAPTERS[a]);
-        int rc = it_adapter_load(&ad, path, &e);
-        CHECKF(rc == IT_OK, "%s: %s", path, e.msg);
-        if (rc != IT_OK) return;
-        d = calloc(ad->n, sizeof *d);
-        CHECKF(golden_install(m, ad, d) == ADAPTER_MODULES[a], "%s: wrong number of modules", path);
-    }
+    it_adapter *ad = a >= 0 ? golden_adapter(m, "clip", ADAPTERS[a], ADAPTER_MODULES[a], &d) : NULL;
+    if (a >= 0 && !ad) return;
     const char *variant = a >= 0 ? ADAPTERS[a] : "base";
     it_outputs img, txt;
     if (run_one(m, &in->image, exp, variant, "vision", VISION_OUT, 3, s, &img) == IT_OK) {
@@ -241,9 +232,7 @@ static void golden_variant(it_model *m, const inputs *in, const it_st *exp, int 
         }
         it_outputs_free(&img);
     }
-    it_model_clear_deltas(m);
-    free(d);
-    it_adapter_free(ad);
+    golden_release(m, ad, d);
 }
 
 static void test_clip_golden(void)

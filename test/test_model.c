@@ -145,22 +145,11 @@ static void run_variant(it_model *m, const it_st *in, const it_st *exp, const ch
 /* One variant: base (adapter NULL) or an adapter of the fixture installed unmerged. */
 static void golden_variant(it_model *m, const char *fx, const it_st *in, const it_st *exp, int a, stats *s)
 {
-    it_adapter *ad = NULL;
     it_delta *d = NULL;
-    if (a >= 0) {
-        char path[256];
-        it_err e = {0};
-        snprintf(path, sizeof path, "data/%s/adapters/%s", fx, ADAPTERS[a]);
-        int rc = it_adapter_load(&ad, path, &e);
-        CHECKF(rc == IT_OK, "%s: %s", path, e.msg);
-        if (rc != IT_OK) return;
-        d = calloc(ad->n, sizeof *d);
-        CHECKF(golden_install(m, ad, d) == ADAPTER_MODULES[a], "%s: wrong number of modules", path);
-    }
+    it_adapter *ad = a >= 0 ? golden_adapter(m, fx, ADAPTERS[a], ADAPTER_MODULES[a], &d) : NULL;
+    if (a >= 0 && !ad) return;
     run_variant(m, in, exp, a >= 0 ? ADAPTERS[a] : "base", s);
-    it_model_clear_deltas(m);
-    free(d);
-    it_adapter_free(ad);
+    golden_release(m, ad, d);
 }
 
 static void golden(const char *fx)

@@ -113,18 +113,11 @@ static void test_t5_golden(void)
     stats s;
     memset(&s, 0, sizeof s);
     for (int a = -1; ss && a < 3; a++) {
-        it_adapter *ad = NULL;
-        it_delta d[64];
-        if (a >= 0) {
-            char path[256];
-            snprintf(path, sizeof path, "data/t5/adapters/%s", ADAPTERS[a]);
-            CHECKF(it_adapter_load(&ad, path, &e) == IT_OK, "%s", e.msg);
-            if (!ad) continue;
-            CHECK(ad->n <= 64 && golden_install(m, ad, d) == ADAPTER_MODULES[a]);
-        }
+        it_delta *d = NULL;
+        it_adapter *ad = a >= 0 ? golden_adapter(m, "t5", ADAPTERS[a], ADAPTER_MODULES[a], &d) : NULL;
+        if (a >= 0 && !ad) continue;
         run_variant(m, ss, exp, a >= 0 ? ADAPTERS[a] : "base", &s);
-        it_model_clear_deltas(m);
-        it_adapter_free(ad);
+        golden_release(m, ad, d);
     }
     static const char *const kinds[3] = {"site inputs", "logits", "encoder_last_hidden_state"};
     for (int k = 0; k < 3; k++) test_note("t5 %-26s: %3zu tensors, max relative %.3g", kinds[k], s.count[k], s.max_rel[k]);

@@ -148,18 +148,9 @@ static int observe(void *ctx, size_t site, const float *x, size_t nrows, size_t 
 
 static void golden_variant(it_model *m, const it_sample *smp, const it_st *exp, int a, stats *s)
 {
-    it_adapter *ad = NULL;
     it_delta *d = NULL;
-    if (a >= 0) {
-        char path[256];
-        it_err e = {0};
-        snprintf(path, sizeof path, "data/unet/adapters/%s", ADAPTERS[a]);
-        int rc = it_adapter_load(&ad, path, &e);
-        CHECKF(rc == IT_OK, "%s: %s", path, e.msg);
-        if (rc != IT_OK) return;
-        d = calloc(ad->n, sizeof *d);
-        CHECKF(golden_install(m, ad, d) == ADAPTER_MODULES[a], "%s: wrong number of modules", path);
-    }
+    it_adapter *ad = a >= 0 ? golden_adapter(m, "unet", ADAPTERS[a], ADAPTER_MODULES[a], &d) : NULL;
+    if (a >= 0 && !ad) return;
     const char *variant = a >= 0 ? ADAPTERS[a] : "base";
     obs_ctx o = {m, exp, variant, s, 0, 0, SIZE_MAX, 0};
     it_model_set_observer(m, observe, &o);
@@ -180,9 +171,7 @@ static void golden_variant(it_model *m, const it_sample *smp, const it_st *exp, 
         free(want);
         it_outputs_free(&out);
     }
-    it_model_clear_deltas(m);
-    free(d);
-    it_adapter_free(ad);
+    golden_release(m, ad, d);
 }
 
 static void test_unet_golden(void)
