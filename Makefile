@@ -5,7 +5,7 @@
 #   make asan         the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make tsan         the same tests under ThreadSanitizer
 #   make valgrind     the same tests under valgrind (memcheck)
-#   make fuzz         a libFuzzer target (clang): build/fuzz/fuzz_iteris [corpus dir]
+#   make fuzz         libFuzzer targets (clang): build/fuzz/fuzz_<reader> [corpus dir], one per reader
 #   make bench        the benchmarks (`iteris bench`), and side by side with OpenBLAS if installed
 #   make cross-test   the tests built for aarch64 (NEON) and run under qemu-user; CROSS_ARCH=s390x,
 #                     riscv64 or i686 for another; make cross-test-all for all four
@@ -125,11 +125,14 @@ cross-test-all:
 	set -e; for a in $(CROSS_ARCHS); do $(MAKE) cross-test CROSS_ARCH=$$a; done
 
 FUZZ_CC ?= clang
+FUZZ_TARGETS = safetensors json adapter_config tokenizer samples image
 fuzz:
 	@mkdir -p build/fuzz
-	$(FUZZ_CC) -std=c11 -D_POSIX_C_SOURCE=200809L -DIT_NOSIMD -DIT_FUZZ_LIBFUZZER -g -O1 -I. \
-	    -Itest -fsanitize=fuzzer,address,undefined -o build/fuzz/fuzz_iteris test/fuzz.c $(FUZZ_SRC) -pthread -lm
-	@echo "run: build/fuzz/fuzz_iteris -max_total_time=60 test/corpus"
+	for t in $(FUZZ_TARGETS); do \
+	    $(FUZZ_CC) -std=c11 -D_POSIX_C_SOURCE=200809L -DIT_NOSIMD -DIT_FUZZ_LIBFUZZER -DIT_FUZZ_ONLY='"'$$t'"' -g -O1 \
+	        -I. -Itest -fsanitize=fuzzer,address,undefined -o build/fuzz/fuzz_$$t test/fuzz.c $(FUZZ_SRC) -pthread -lm \
+	        || exit 1; done
+	@echo "run: build/fuzz/fuzz_<target> -max_total_time=600 /tmp/fz-<target> test/corpus/<target>   (targets: $(FUZZ_TARGETS))"
 
 # The same harness with a plain main that replays files or folders: no libFuzzer needed.
 fuzz-replay:

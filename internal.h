@@ -18,6 +18,9 @@
 /* Records code and a printf-formatted message in err (if not NULL); returns code, so that a
  * failing path reads `return it__fail(err, IT_EFORMAT, "%s: ...", path);`. */
 int it__fail(it_err *err, int code, const char *fmt, ...) IT__PRINTF(3, 4);
+/* Control characters in s (NUL-terminated, in a buffer of size bytes) written as \n, \r, \t or
+ * \xNN, cut to fit: a message or description that quotes input stays one line. */
+void it__escape_controls(char *s, size_t size);
 
 /* Prefixes err->msg with "prefix: " (used to add a file name to a message from a lower layer). */
 void it__err_prefix(it_err *err, const char *prefix);

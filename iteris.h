@@ -450,6 +450,9 @@ typedef struct it_lora_config {
 /* Reads adapter_config.json (path may be the file or the adapter folder). On failure *cfg holds
  * nothing that needs freeing. */
 int it_lora_config_load(it_lora_config *cfg, const char *path, it_err *err);
+/* The same from text in memory; name stands for the file in messages. With strict, also what
+ * it_adapter_load refuses (DoRA, lora_bias, PiSSA-style initialisation, ...: not a plain delta). */
+int it_lora_config_parse(it_lora_config *cfg, const char *name, const char *text, size_t len, int strict, it_err *err);
 void it_lora_config_free(it_lora_config *cfg); /* frees the members; NULL is harmless */
 
 /* A one-line human description ("LoRA r 4, alpha 16 (scale 4), targets q_proj, ..."). */
@@ -804,6 +807,8 @@ int it_samples_split(const it_samples *s, size_t k, uint64_t seed, size_t *idx, 
  * ignored, as transformers overrides them on every call. */
 /* dir: a model folder (reads dir/tokenizer.json) or the file itself. */
 int it_tokenizer_load(it_tokenizer **out, const char *dir, it_err *err);
+/* The same from the text of a tokenizer.json in memory; name stands for the file in messages. */
+int it_tokenizer_parse(it_tokenizer **out, const char *name, const char *text, size_t len, it_err *err);
 void it_tokenizer_free(it_tokenizer *t);
 
 /* ids: malloc'd [*n] (NULL when *n is 0); add_special: the post-processor's tokens. Invalid UTF-8

@@ -251,8 +251,27 @@ static int parse_lora(const it__jreader *r, it_lora_config *c)
     return v ? dup_str(r, "base_model_name_or_path", v, &c->base_model) : IT_OK;
 }
 
-/* Reads and parses path (the file, or a folder holding adapter_config.json); the root must be an
- * object. On success *file (malloc'd, for messages) and *doc are the caller's. */
+/* Parses text as the config named file (for messages); the root must be an object. On success
+ * *doc is the caller's. */
+static int parse_json_text(const char *file, const char *text, size_t len, it_json_doc **doc, it_err *err)
+{
+    *doc = NULL;
+    int rc = it_json_parse(doc, text, len, IT_JSON_NODUP, err);
+    if (rc != IT_OK) it__err_prefix(err, file);
+    if (rc == IT_OK && it_json_root(*doc)->type != IT_JSON_OBJ) {
+        char what[64];
+        it_json_describe(it_json_root(*doc), what, sizeof what);
+        rc = it__fail(err, IT_EFORMAT, "%s: expected a JSON object at the top level, got %s", file, what);
+    }
+    if (rc != IT_OK && *doc) {
+        it_json_free(*doc);
+        *doc = NULL;
+    }
+    return rc;
+}
+
+/* Reads and parses path (the file, or a folder holding adapter_config.json). On success *file
+ * (malloc'd, for messages) and *doc are the caller's. */
 static int parse_json_file(const char *path, char **file, it_json_doc **doc, it_err *err)
 {
     char *text = NULL;
@@ -261,19 +280,9 @@ static int parse_json_file(const char *path, char **file, it_json_doc **doc, it_
     *file = it__is_dir(path) ? it__path_join(path, "adapter_config.json") : it__strdup(path);
     if (!*file) return it__fail(err, IT_ENOMEM, "%s: out of memory", path);
     int rc = it__read_file(*file, CONFIG_MAX_BYTES, &text, &len, err);
-    if (rc == IT_OK) {
-        rc = it_json_parse(doc, text, len, IT_JSON_NODUP, err);
-        if (rc != IT_OK) it__err_prefix(err, *file);
-    }
+    if (rc == IT_OK) rc = parse_json_text(*file, text, len, doc, err);
     free(text);
-    if (rc == IT_OK && it_json_root(*doc)->type != IT_JSON_OBJ) {
-        char what[64];
-        it_json_describe(it_json_root(*doc), what, sizeof what);
-        rc = it__fail(err, IT_EFORMAT, "%s: expected a JSON object at the top level, got %s", *file, what);
-    }
     if (rc != IT_OK) {
-        if (*doc) it_json_free(*doc);
-        *doc = NULL;
         free(*file);
         *file = NULL;
     }
@@ -339,6 +348,16 @@ static int check_plain(const it__jreader *r, const it_lora_config *c)
                                               "not supported");
 }
 
+/* The fields of a parsed config, and with strict the plain-delta check. */
+static int config_read(it_lora_config *cfg, const char *file, it_json_doc *doc, int strict, it_err *err)
+{
+    it__jreader r = {file, it_json_root(doc), err};
+    int rc = parse_lora(&r, cfg);
+    if (rc == IT_OK && strict) rc = check_plain(&r, cfg);
+    if (rc != IT_OK) it_lora_config_free(cfg);
+    return rc;
+}
+
 /* it_lora_config_load, and with strict the plain-delta check. */
 static int config_load(it_lora_config *cfg, const char *path, int strict, it_err *err)
 {
@@ -347,12 +366,20 @@ static int config_load(it_lora_config *cfg, const char *path, int strict, it_err
     memset(cfg, 0, sizeof *cfg);
     int rc = parse_json_file(path, &file, &doc, err);
     if (rc != IT_OK) return rc;
-    it__jreader r = {file, it_json_root(doc), err};
-    rc = parse_lora(&r, cfg);
-    if (rc == IT_OK && strict) rc = check_plain(&r, cfg);
-    if (rc != IT_OK) it_lora_config_free(cfg);
+    rc = config_read(cfg, file, doc, strict, err);
     it_json_free(doc);
     free(file);
+    return rc;
+}
+
+int it_lora_config_parse(it_lora_config *cfg, const char *name, const char *text, size_t len, int strict, it_err *err)
+{
+    it_json_doc *doc;
+    memset(cfg, 0, sizeof *cfg);
+    int rc = parse_json_text(name, text, len, &doc, err);
+    if (rc != IT_OK) return rc;
+    rc = config_read(cfg, name, doc, strict, err);
+    it_json_free(doc);
     return rc;
 }
 
@@ -457,6 +484,7 @@ void it_lora_config_describe(const it_lora_config *cfg, char *buf, size_t size)
     if (cfg->bias[0] && strcmp(cfg->bias, "none") != 0) app(buf, size, &off, ", bias %s", cfg->bias);
     app_names(buf, size, &off, "modules_to_save", cfg->modules_to_save, cfg->nmodules_to_save, NULL);
     if (cfg->task_type[0]) app(buf, size, &off, ", task %s", cfg->task_type);
+    it__escape_controls(buf, size); /* names from the file stay on the line */
 }
 
 /* ============================================================================================ */

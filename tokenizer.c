@@ -893,7 +893,8 @@ static int load_norm(const rd *r, const it_json *v, norm *n, int depth)
         if (!l || l->type != IT_JSON_ARR) return bad(r, "normalizer Sequence", "normalizers: expected an array");
         if (l->n && !(n->kids = it__calloc(l->n, sizeof *n->kids)))
             return it__fail(r->err, IT_ENOMEM, "%s: out of memory", r->path);
-        for (size_t i = 0; i < l->n; i++, n->nkids++) TRY(load_norm(r, &l->items[i], &n->kids[i], depth + 1));
+        n->nkids = l->n; /* all of them, so that a failure part way frees what the earlier ones hold */
+        for (size_t i = 0; i < l->n; i++) TRY(load_norm(r, &l->items[i], &n->kids[i], depth + 1));
         return IT_OK;
     }
     return unsupported(r, "normalizer", ty);
@@ -954,7 +955,8 @@ static int load_pretok(const rd *r, const it_json *v, pretok *p)
         if (!l || l->type != IT_JSON_ARR) return bad(r, "pre_tokenizer Sequence", "pretokenizers: expected an array");
         if (l->n && !(p->kids = it__calloc(l->n, sizeof *p->kids)))
             return it__fail(r->err, IT_ENOMEM, "%s: out of memory", r->path);
-        for (size_t i = 0; i < l->n; i++, p->nkids++) TRY(load_pretok(r, &l->items[i], &p->kids[i]));
+        p->nkids = l->n; /* as for normalizers: freed whole on failure */
+        for (size_t i = 0; i < l->n; i++) TRY(load_pretok(r, &l->items[i], &p->kids[i]));
         return IT_OK;
     }
     return unsupported(r, "pre_tokenizer", ty);
@@ -1041,7 +1043,8 @@ static int load_post(const rd *r, const it_json *v, post *q)
         if (!l || l->type != IT_JSON_ARR) return bad(r, "post_processor Sequence", "processors: expected an array");
         if (l->n && !(q->kids = it__calloc(l->n, sizeof *q->kids)))
             return it__fail(r->err, IT_ENOMEM, "%s: out of memory", r->path);
-        for (size_t i = 0; i < l->n; i++, q->nkids++) TRY(load_post(r, &l->items[i], &q->kids[i]));
+        q->nkids = l->n; /* as for normalizers: freed whole on failure */
+        for (size_t i = 0; i < l->n; i++) TRY(load_post(r, &l->items[i], &q->kids[i]));
         return IT_OK;
     }
     return unsupported(r, "post_processor", ty);
@@ -1130,28 +1133,52 @@ static int load_all(it_tokenizer *t, const it_json *root, it_err *err)
     return load_added(t, &r, it_json_get(root, "added_tokens"));
 }
 
+/* The tokenizer in text; t->path names it in messages. */
+static int parse_into(it_tokenizer *t, const char *text, size_t len, it_err *err)
+{
+    it_json_doc *doc = NULL;
+    int rc = it_json_parse(&doc, text, len, 0, err);
+    if (rc != IT_OK) it__err_prefix(err, t->path);
+    if (rc == IT_OK) rc = load_all(t, it_json_root(doc), err);
+    it_json_free(doc);
+    return rc;
+}
+
+/* A fresh tokenizer named path (a copy is kept for messages), or NULL. */
+static it_tokenizer *tokenizer_new(char *path)
+{
+    it_tokenizer *t = path ? calloc(1, sizeof *t) : NULL;
+    if (t) t->path = path;
+    else free(path);
+    return t;
+}
+
 int it_tokenizer_load(it_tokenizer **out, const char *dir, it_err *err)
 {
     if (!out || !dir) return it__fail(err, IT_EINVAL, "it_tokenizer_load: a NULL argument");
     *out = NULL;
-    it_tokenizer *t = calloc(1, sizeof *t);
+    it_tokenizer *t = tokenizer_new(it__is_dir(dir) ? it__path_join(dir, "tokenizer.json") : it__strdup(dir));
     if (!t) return it__fail(err, IT_ENOMEM, "%s: out of memory", dir);
-    t->path = it__is_dir(dir) ? it__path_join(dir, "tokenizer.json") : it__strdup(dir);
-    if (!t->path) {
-        free(t);
-        return it__fail(err, IT_ENOMEM, "%s: out of memory", dir);
-    }
     char *text = NULL;
     size_t len = 0;
-    it_json_doc *doc = NULL;
     int rc = it__read_file(t->path, TOKENIZER_MAX_BYTES, &text, &len, err);
-    if (rc == IT_OK) {
-        rc = it_json_parse(&doc, text, len, 0, err);
-        if (rc != IT_OK) it__err_prefix(err, t->path);
-    }
+    if (rc == IT_OK) rc = parse_into(t, text, len, err);
     free(text);
-    if (rc == IT_OK) rc = load_all(t, it_json_root(doc), err);
-    it_json_free(doc);
+    if (rc != IT_OK) {
+        it_tokenizer_free(t);
+        return rc;
+    }
+    *out = t;
+    return IT_OK;
+}
+
+int it_tokenizer_parse(it_tokenizer **out, const char *name, const char *text, size_t len, it_err *err)
+{
+    if (!out || !name || (!text && len)) return it__fail(err, IT_EINVAL, "it_tokenizer_parse: a NULL argument");
+    *out = NULL;
+    it_tokenizer *t = tokenizer_new(it__strdup(name));
+    if (!t) return it__fail(err, IT_ENOMEM, "%s: out of memory", name);
+    int rc = parse_into(t, text, len, err);
     if (rc != IT_OK) {
         it_tokenizer_free(t);
         return rc;

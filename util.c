@@ -28,6 +28,40 @@ const char *it_strerror(int code)
     }
 }
 
+static int is_control(unsigned char c) { return c < 0x20 || c == 0x7f; }
+
+/* The escape of a control character c into esc[5]; its length. */
+static size_t control_escape(unsigned char c, char *esc)
+{
+    return (size_t)(c == '\n' ? snprintf(esc, 5, "\\n") : c == '\r' ? snprintf(esc, 5, "\\r")
+                   : c == '\t' ? snprintf(esc, 5, "\\t") : snprintf(esc, 5, "\\x%02x", c));
+}
+
+void it__escape_controls(char *s, size_t size)
+{
+    if (!size) return;
+    size_t n = strlen(s), out = 0, keep = 0;
+    char esc[5];
+    for (; keep < n; keep++) { /* the characters that fit once escaped */
+        size_t k = is_control((unsigned char)s[keep]) ? control_escape((unsigned char)s[keep], esc) : 1;
+        if (out + k > size - 1) break;
+        out += k;
+    }
+    /* from the end, so that every character is read before its place is written: the escaped
+     * form of s[0..i] is never shorter than i + 1 */
+    s[out] = 0;
+    for (size_t i = keep, w = out; i-- > 0;) {
+        unsigned char c = (unsigned char)s[i];
+        if (!is_control(c)) {
+            s[--w] = (char)c;
+            continue;
+        }
+        size_t k = control_escape(c, esc);
+        w -= k;
+        memcpy(s + w, esc, k);
+    }
+}
+
 int it__fail(it_err *err, int code, const char *fmt, ...)
 {
     if (err) {
@@ -36,6 +70,7 @@ int it__fail(it_err *err, int code, const char *fmt, ...)
         err->code = code;
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
+        it__escape_controls(err->msg, sizeof err->msg); /* quoted input stays on one line */
     }
     return code;
 }

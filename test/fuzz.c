@@ -28,6 +28,7 @@
 #endif
 
 #include <dirent.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -299,12 +300,133 @@ static void fuzz_image(const uint8_t *data, size_t size)
     free(rgb);
 }
 
+/* ============================================================================================ */
+/* adapter_config.json and tokenizer.json                                                        */
+/* ============================================================================================ */
+
+/* A refusal of a reader that names FUZZ_NAME: one line, starting with the name. */
+static int named_refusal(const it_err *err)
+{
+    return err->code != IT_OK && !strpbrk(err->msg, "\r\n") && strlen(err->msg) < IT_ERR_MAX &&
+           !strncmp(err->msg, FUZZ_NAME ": ", strlen(FUZZ_NAME) + 2);
+}
+
+/* Module paths of the kinds PEFT matches target_modules, rank_pattern and layers_to_transform
+ * against. */
+static const char *const fuzz_modules[] = {
+    "model.layers.0.self_attn.q_proj", "model.layers.11.mlp.down_proj", "encoder.block.1.layer.0.SelfAttention.q",
+    "text_model.encoder.layers.2.self_attn.v_proj", "down_blocks.0.attentions.1.transformer_blocks.0.attn1.to_k",
+    "lm_head", "q_proj", "", "model.layers.x.self_attn.q_proj", "h.3.attn.c_attn",
+};
+
+/* Parsed (plain and strict): a config whose fields agree with each other, every module answers the
+ * target and rank questions (or refuses the pattern in one line), and the description is one line.
+ * Refused: one line naming the file. A config the strict reading accepts, the plain one does too. */
+static void fuzz_adapter_config(const uint8_t *data, size_t size)
+{
+    for (int strict = 0; strict < 2; strict++) {
+        it_err err = {0};
+        it_lora_config cfg;
+        int rc = it_lora_config_parse(&cfg, FUZZ_NAME, (const char *)data, size, strict, &err);
+        if (rc != IT_OK) {
+            PROMISE(rc == err.code && named_refusal(&err));
+            continue;
+        }
+        PROMISE(cfg.r > 0 && isfinite(cfg.lora_alpha));
+        PROMISE((cfg.targets != NULL) == (cfg.ntargets > 0) && (cfg.layers_to_transform != NULL) == (cfg.nlayers > 0));
+        for (size_t i = 0; i < cfg.ntargets; i++) PROMISE(cfg.targets[i] != NULL);
+        for (size_t i = 0; i < cfg.nrank_pattern; i++) PROMISE(cfg.rank_pattern[i].key && cfg.rank_pattern[i].value > 0);
+        char desc[512];
+        it_lora_config_describe(&cfg, desc, sizeof desc);
+        PROMISE(strlen(desc) < sizeof desc && !strpbrk(desc, "\r\n"));
+        for (size_t m = 0; m < sizeof fuzz_modules / sizeof *fuzz_modules; m++) {
+            int hit = -1;
+            it_err e2 = {0};
+            int rt = it_lora_targets(&cfg, fuzz_modules[m], &hit, &e2);
+            PROMISE(rt == IT_OK ? hit == 0 || hit == 1 : rt == e2.code && !strpbrk(e2.msg, "\r\n"));
+            int64_t r = 0;
+            double alpha = 0, scale = 0;
+            rt = it_lora_module_rank(&cfg, fuzz_modules[m], &r, &alpha, &scale, &e2);
+            PROMISE(rt == IT_OK ? r > 0 && isfinite(alpha) && isfinite(scale) : rt == e2.code && !strpbrk(e2.msg, "\r\n"));
+        }
+        it_lora_config_free(&cfg);
+        if (!strict) continue;
+        it_lora_config plain; /* what the strict reading accepts, the plain one does too */
+        PROMISE(it_lora_config_parse(&plain, FUZZ_NAME, (const char *)data, size, 0, &err) == IT_OK);
+        it_lora_config_free(&plain);
+    }
+}
+
+/* Texts every tokenizer meets: ASCII, accents and CJK, emoji, digits, whitespace runs, special-token
+ * look-alikes. */
+static const char *const fuzz_texts[] = {
+    "Hello world", " leading and  double  spaces\n\ttabs", "caf\xc3\xa9 na\xc3\xafve \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e",
+    "\xf0\x9f\x98\x80 12345 3.14", "<s></s><unk><|endoftext|><pad>", "",
+};
+
+/* Loaded: every text encodes to ids inside the vocabulary (with and without the special tokens),
+ * and so does the input itself when it is valid UTF-8 (invalid: IT_EINVAL). Refused: one line
+ * naming the file. */
+static void fuzz_tokenizer(const uint8_t *data, size_t size)
+{
+    it_err err = {0};
+    it_tokenizer *t = NULL;
+    int rc = it_tokenizer_parse(&t, FUZZ_NAME, (const char *)data, size, &err);
+    if (rc != IT_OK) {
+        PROMISE(!t && rc == err.code && named_refusal(&err));
+        return;
+    }
+    PROMISE(t != NULL);
+    size_t ntexts = sizeof fuzz_texts / sizeof *fuzz_texts;
+    for (size_t i = 0; i <= ntexts; i++) {
+        const char *text = i < ntexts ? fuzz_texts[i] : (const char *)data;
+        size_t len = i < ntexts ? strlen(text) : size < 256 ? size : 256;
+        for (int special = 0; special < 2; special++) {
+            int32_t *ids = NULL;
+            size_t n = 0;
+            it_err e2 = {0};
+            int re = it_tokenizer_encode(t, text, len, special, &ids, &n, &e2);
+            if (re == IT_OK) {
+                PROMISE((ids != NULL) == (n > 0));
+                for (size_t k = 0; k < n; k++) PROMISE(ids[k] >= 0);
+            } else {
+                /* only invalid UTF-8 (the input's first bytes), a vocabulary without the text's
+                 * pieces or unknown token, or memory */
+                PROMISE(re == e2.code && !strpbrk(e2.msg, "\r\n") && !strncmp(e2.msg, FUZZ_NAME ": ", strlen(FUZZ_NAME) + 2));
+            }
+            free(ids);
+        }
+    }
+    it_tokenizer_free(t);
+}
+
+/* ============================================================================================ */
+/* The targets                                                                                   */
+/* ============================================================================================ */
+
+/* Each reader is a target of its own (`make fuzz` builds build/fuzz/fuzz_<name> with
+ * -DIT_FUZZ_ONLY='"<name>"') with its own corpus folder, test/corpus/<name>; the suite and the replay
+ * main put every input through all of them. */
+static const struct {
+    const char *name;
+    void (*run)(const uint8_t *, size_t);
+} fuzz_targets[] = {
+    {"safetensors", fuzz_safetensors}, {"json", fuzz_json},       {"adapter_config", fuzz_adapter_config},
+    {"tokenizer", fuzz_tokenizer},     {"samples", fuzz_samples}, {"image", fuzz_image},
+};
+#define FUZZ_NTARGETS (sizeof fuzz_targets / sizeof *fuzz_targets)
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    fuzz_safetensors(data, size);
-    fuzz_json(data, size);
-    fuzz_samples(data, size);
-    fuzz_image(data, size);
+#ifdef IT_FUZZ_ONLY
+    static size_t only = FUZZ_NTARGETS;
+    for (size_t i = 0; only == FUZZ_NTARGETS && i < FUZZ_NTARGETS; i++)
+        if (!strcmp(fuzz_targets[i].name, IT_FUZZ_ONLY)) only = i;
+    if (only == FUZZ_NTARGETS) abort(); /* a name the table does not hold */
+    fuzz_targets[only].run(data, size);
+#else
+    for (size_t i = 0; i < FUZZ_NTARGETS; i++) fuzz_targets[i].run(data, size);
+#endif
     return 0;
 }
 
@@ -344,33 +466,46 @@ static int name_cmp(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The regular files directly in dir, as malloc'd "dir/name" paths sorted by name; the count, or
- * -1 if dir cannot be listed. */
-static long list_files(const char *dir, char ***out)
+/* Appends the regular files in dir and, one level deeper, in its subfolders (the corpus of each
+ * target) to *v as malloc'd "dir/name" paths; the new count, or -1 if dir cannot be listed. */
+static long add_files(const char *dir, int depth, char ***v, long n)
 {
     DIR *d = opendir(dir);
     if (!d) return -1;
-    char **v = NULL;
-    long n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
         size_t len = strlen(dir) + strlen(e->d_name) + 2;
         char *p = malloc(len);
         struct stat st;
         if (!p) break;
         snprintf(p, len, "%s/%s", dir, e->d_name);
-        char **nv = stat(p, &st) == 0 && S_ISREG(st.st_mode) ? realloc(v, (size_t)(n + 1) * sizeof *v) : NULL;
+        int sub = stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+        char **nv = !sub && S_ISREG(st.st_mode) ? realloc(*v, (size_t)(n + 1) * sizeof **v) : NULL;
+        if (sub && depth < 1) {
+            long m = add_files(p, depth + 1, v, n);
+            if (m > 0) n = m;
+        }
         if (!nv) {
             free(p);
             continue;
         }
-        v = nv;
-        v[n++] = p;
+        *v = nv;
+        (*v)[n++] = p;
     }
     closedir(d);
-    if (n) qsort(v, (size_t)n, sizeof *v, name_cmp);
-    *out = v;
     return n;
+}
+
+/* The regular files in dir and its subfolders, sorted by path; the count, or -1 if dir cannot be
+ * listed. */
+static long list_files(const char *dir, char ***out)
+{
+    char **v = NULL;
+    long n = add_files(dir, 0, &v, 0);
+    if (n > 0) qsort(v, (size_t)n, sizeof *v, name_cmp);
+    *out = v;
+    return n < 0 ? -1 : n;
 }
 
 static void free_list(char **v, long n)
@@ -400,7 +535,8 @@ static int replay_file(const char *path)
 
 #define CORPUS_DIR "test/corpus"
 #define MUTATIONS 20000
-#define MUT_CAP 8192 /* a mutated input never grows beyond this */
+#define MUT_CAP 16384
+#define FUZZ_FAILURE "fuzz-failure.bin" /* in the working folder */ /* a mutated input never grows beyond this */
 
 static void fuzz_reset(void)
 {
@@ -580,7 +716,11 @@ static void test_fuzz_mutations(void)
         m->keep_n = below(&s, 4) != 0;
         for (size_t e = 1 + below(&s, 4); e > 0; e--) mutate_once(m, &s);
         LLVMFuzzerTestOneInput(m->b, m->len);
-        CHECKF(!fuzz_broken, "mutation %ld of %s: %s", it, files[k], fuzz_first_broken);
+        if (fuzz_broken) { /* keep the input for build/fuzz/fuzz_replay or a debugger */
+            FILE *f = fopen(FUZZ_FAILURE, "wb");
+            if (f) fwrite(m->b, 1, m->len, f), fclose(f);
+        }
+        CHECKF(!fuzz_broken, "mutation %ld of %s (kept as " FUZZ_FAILURE "): %s", it, files[k], fuzz_first_broken);
     }
     test_note("%d mutations: %lu open as safetensors, %lu parse as JSON", MUTATIONS, fuzz_st_ok, fuzz_json_ok);
     for (int r = 0; r < 10; r++) test_note("refusal reason %d: %lu", r, fuzz_reason[r]);
