@@ -106,18 +106,22 @@ uint64_t it__splitmix64(uint64_t *state);
 
 /* Atomic output: it__out_open creates a temporary file next to path (same folder, so the final
  * rename stays within one filesystem); write with it__out_write; it__out_commit flushes, syncs and
- * renames it over path; it__out_abort (also safe after a failed write or commit) removes it. */
+ * renames it over path (inside an output set, it_out_begin, at the set's end); it__out_abort (also
+ * safe after a failed write or commit) removes it. */
 typedef struct it__out {
     FILE *f;
     char *path;
     char *tmp;
     int failed;
+    int slot; /* where a signal handler finds tmp (-1: nowhere) */
 } it__out;
 
 int it__out_open(it__out *o, const char *path, it_err *err);
 int it__out_write(it__out *o, const void *data, size_t len, it_err *err);
 int it__out_commit(it__out *o, it_err *err);
 void it__out_abort(it__out *o);
+/* it_make_dir made dir: inside an output set, it is removed again if the set fails. */
+void it__out_dir_made(const char *dir);
 
 /* ---- reading a configuration object (json.c) ---- */
 

@@ -1209,6 +1209,29 @@ typedef struct it_merged_site {
     int64_t exact_r;
 } it_merged_site;
 
+/* Every file the library writes goes to a temporary name beside it ("<path>.tmp.XXXXXX") and is
+ * renamed into place when complete. An output set makes several files one unit: between
+ * it_out_begin and it_out_end the renames wait; it_out_end(1, err) renames every file finished since
+ * it_out_begin (with the signals that end a process held off, so that none cuts the renames in two),
+ * it_out_end(0, NULL) removes them and the folders it_make_dir made meanwhile. A failure part way (a
+ * full disk, no memory, an interrupt) so leaves nothing new behind. Sets nest (only the outermost
+ * end acts; an inner end(0) makes the outer end(1) fail); one set at a time per process.
+ * it_write_lora and it_write_model are each a set of their own. */
+void it_out_begin(void);
+int it_out_end(int commit, it_err *err);
+
+/* Removes every temporary output file that exists now and the folders made for the open set (unlink
+ * and rmdir only: async-signal-safe), for a signal handler. */
+void it_out_remove_partial(void);
+
+/* Handlers for SIGINT, SIGTERM and SIGHUP (those not ignored) that call it_out_remove_partial and
+ * then end the process by the same signal: an interrupted merge leaves no partial output. */
+void it_out_cleanup_on_signals(void);
+
+/* Can dir be an output folder: a folder this process may write in, or a name whose parent is one?
+ * For a check before the work (the CLI's --out). */
+int it_out_check_dir(const char *dir, it_err *err);
+
 /* Creates a folder if it does not exist (its parent must). */
 int it_make_dir(const char *dir, it_err *err);
 

@@ -858,6 +858,7 @@ static int write_merge(const merge_args *a, const it_merge_result *r, double sec
     double *energy = calloc(n ? n : 1, sizeof *energy);
     int rc = ms && exA && exB && energy ? merged_sites(a, r, ms, exA, exB) : IT_ENOMEM;
     if (rc == IT_ENOMEM) errf(err, rc, "out of memory");
+    it_out_begin(); /* the output and the report: all of them, or none */
     if (rc == IT_OK) rc = it_make_dir(a->out, err);
     char path[4096];
     int64_t rank = 0;
@@ -878,6 +879,8 @@ static int write_merge(const merge_args *a, const it_merge_result *r, double sec
     snprintf(path, sizeof path, "%s/report.json", a->out);
     if (rc == IT_OK) rc = it_write_text(path, rep, err);
     if (rc == IT_OK && a->report) rc = it_write_text(a->report, rep, err); /* and a copy where asked */
+    if (rc == IT_OK) rc = it_out_end(1, err);
+    else it_out_end(0, NULL);
     for (size_t s = 0; s < n; s++) free(exA ? exA[s] : NULL), free(exB ? exB[s] : NULL);
     free(ms), free(exA), free(exB), free(energy), free(rep);
     return rc;
@@ -1025,7 +1028,8 @@ static int cmd_merge(int argc, char **argv)
             return 1;
         }
     }
-    int rc = load_inputs(&a.in, a.samples, a.seed, &err);
+    int rc = it_out_check_dir(a.out, &err); /* before the work, not after */
+    if (rc == IT_OK) rc = load_inputs(&a.in, a.samples, a.seed, &err);
     if (rc == IT_OK && is_pipeline(a.in.model) && !strcmp(a.format, "model"))
         rc = errf(&err, IT_EUNSUPPORTED, "%s: --format model is not built for a Stable Diffusion pipeline yet; use "
                   "--format lora (diffusers' LoRA file) or delta", a.in.base);
@@ -1476,6 +1480,7 @@ static int cmd_demo(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc < 2) return usage(NULL);
+    it_out_cleanup_on_signals(); /* an interrupt leaves no partial output */
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         fputs(usage_text, stdout);

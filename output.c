@@ -11,7 +11,8 @@
  *   model  the base folder's files with W0 + W* at each site: every other tensor and file copied,
  *          same file names, dtypes and sharding.
  *
- * Every file is written under a temporary name and renamed when complete.
+ * Every file is written under a temporary name and renamed when complete; lora and model are
+ * output sets (it_out_begin), so a failure part way leaves none of their files.
  */
 #include "internal.h"
 
@@ -28,7 +29,11 @@
 
 int it_make_dir(const char *dir, it_err *err)
 {
-    if (mkdir(dir, 0777) == 0 || (errno == EEXIST && it__is_dir(dir))) return IT_OK;
+    if (mkdir(dir, 0777) == 0) {
+        it__out_dir_made(dir);
+        return IT_OK;
+    }
+    if (errno == EEXIST && it__is_dir(dir)) return IT_OK;
     return it__fail(err, IT_EIO, "%s: cannot create the folder: %s", dir, strerror(errno));
 }
 
@@ -204,8 +209,8 @@ int it_write_text(const char *path, const char *text, it_err *err)
     return rc;
 }
 
-int it_write_lora(const char *dir, const it_merged_site *sites, size_t n, const it_lora_out_opts *o, double *energy,
-                  int64_t *rank_out, it_err *err)
+static int write_lora(const char *dir, const it_merged_site *sites, size_t n, const it_lora_out_opts *o, double *energy,
+                      int64_t *rank_out, it_err *err)
 {
     factors *f = it__calloc(n ? n : 1, sizeof *f);
     if (!f) return it__fail(err, IT_ENOMEM, "%s: out of memory", dir);
@@ -423,8 +428,8 @@ static int copy_file(const char *src, const char *dst, it_err *err)
     return rc;
 }
 
-int it_write_model(const char *dir, const char *base_dir, const it_merged_site *sites, size_t n, int with_pretrain,
-                   it_err *err)
+static int write_model(const char *dir, const char *base_dir, const it_merged_site *sites, size_t n, int with_pretrain,
+                       it_err *err)
 {
     it_merged_site *sorted = it__malloc_n(n ? n : 1, sizeof *sorted);
     unsigned char *used = it__calloc(n ? n : 1, 1);
@@ -482,4 +487,30 @@ int it_write_model(const char *dir, const char *base_dir, const it_merged_site *
     for (size_t i = 0; i < nn; i++) free(names[i]);
     free(names), free(sorted), free(used);
     return rc;
+}
+
+/* ============================================================================================ */
+/* The multi-file formats, each one output set                                                   */
+/* ============================================================================================ */
+
+/* Ends the set begun for one output: commits it when rc is IT_OK, else removes what it wrote. */
+static int end_set(int rc, it_err *err)
+{
+    if (rc == IT_OK) return it_out_end(1, err);
+    it_out_end(0, NULL);
+    return rc;
+}
+
+int it_write_lora(const char *dir, const it_merged_site *sites, size_t n, const it_lora_out_opts *o, double *energy,
+                  int64_t *rank_out, it_err *err)
+{
+    it_out_begin();
+    return end_set(write_lora(dir, sites, n, o, energy, rank_out, err), err);
+}
+
+int it_write_model(const char *dir, const char *base_dir, const it_merged_site *sites, size_t n, int with_pretrain,
+                   it_err *err)
+{
+    it_out_begin();
+    return end_set(write_model(dir, base_dir, sites, n, with_pretrain, err), err);
 }

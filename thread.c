@@ -7,6 +7,7 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -100,10 +101,16 @@ static void pool_start(int nworkers)
 {
     void *gen = (void *)(uintptr_t)atomic_load(&pool.generation);
     pool.workers = calloc((size_t)(nworkers > 0 ? nworkers : 1), sizeof *pool.workers);
+    /* workers start with every signal blocked, so that handlers (it_out_cleanup_on_signals) run on
+     * the caller's threads */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     for (int i = 0; pool.workers && i < nworkers; i++) {
         if (pthread_create(&pool.workers[pool.nworkers], NULL, worker_main, gen) != 0) break;
         pool.nworkers++;
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 static void stop_at_exit(void)

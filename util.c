@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -86,6 +88,7 @@ void it__err_prefix(it_err *err, const char *prefix)
     err->msg[p] = ':';
     err->msg[p + 1] = ' ';
     err->msg[p + 2 + m] = 0;
+    it__escape_controls(err->msg, sizeof err->msg);
 }
 
 void it__err_append(it_err *err, const char *sep, const char *text)
@@ -95,6 +98,7 @@ void it__err_append(it_err *err, const char *sep, const char *text)
     for (const char *parts[2] = {sep, text}, **p = parts; p < parts + 2; p++)
         for (const char *c = *p; *c && len < IT_ERR_MAX - 1; c++) err->msg[len++] = *c;
     err->msg[len] = 0;
+    it__escape_controls(err->msg, sizeof err->msg);
 }
 
 /* ============================================================================================ */
@@ -233,11 +237,56 @@ int it__exists(const char *path)
     return stat(path, &st) == 0;
 }
 
-/* ---- atomic output: write "<path>.tmp.XXXXXX", fsync, rename ---- */
+/* ---- atomic output: write "<path>.tmp.XXXXXX", fsync, rename; output sets ---- */
+
+/* What a signal handler removes: every temporary file that exists now (being written, or finished
+ * and waiting for its set), and the folders made inside the open set. Slots are set after the name
+ * is allocated and cleared before it is freed; it_out_remove_partial only reads them. Worker threads
+ * block signals (thread.c), so a handler runs on a thread that writes outputs, between its steps. */
+#define SIG_SLOTS 1024
+#define SIG_DIRS 64
+static char *volatile sig_tmp[SIG_SLOTS];
+static char *volatile sig_dir[SIG_DIRS];
+
+/* The open output set: finished files waiting to be renamed, in the order they were finished. */
+typedef struct pending {
+    char *tmp, *path;
+    int slot;
+} pending;
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    int depth, failed;
+    pending *v;
+    size_t n, cap, ndirs;
+} set;
+
+static int slot_take(char *tmp)
+{
+    int slot = -1;
+    pthread_mutex_lock(&out_lock);
+    for (int i = 0; i < SIG_SLOTS && slot < 0; i++)
+        if (!sig_tmp[i]) sig_tmp[i] = tmp, slot = i;
+    pthread_mutex_unlock(&out_lock);
+    return slot; /* -1: more files at once than slots; written as usual, only not removed on a signal */
+}
+
+static void slot_drop(int slot)
+{
+    if (slot >= 0) sig_tmp[slot] = NULL;
+}
+
+/* Removes a temporary file and frees its name (the slot first, so a handler never sees it freed). */
+static void tmp_remove(char *tmp, int slot)
+{
+    slot_drop(slot);
+    if (tmp) unlink(tmp);
+    free(tmp);
+}
 
 int it__out_open(it__out *o, const char *path, it_err *err)
 {
     memset(o, 0, sizeof *o);
+    o->slot = -1;
     size_t n = strlen(path);
     char *tmp = malloc(n + sizeof ".tmp.XXXXXX");
     o->path = it__strdup(path);
@@ -256,6 +305,7 @@ int it__out_open(it__out *o, const char *path, it_err *err)
         return it__fail(err, IT_EIO, "%s: cannot create a temporary file beside it: %s", path, strerror(e));
     }
     o->tmp = tmp; /* from here on, it__out_abort removes it */
+    o->slot = slot_take(tmp);
     fchmod(fd, 0644); /* mkstemp creates 0600; outputs are ordinary files */
     o->f = fdopen(fd, "wb");
     if (!o->f) {
@@ -284,9 +334,32 @@ int it__out_commit(it__out *o, it_err *err)
         rc = it__fail(err, IT_EIO, "%s: write failed: %s", o->path, strerror(errno));
     if (fclose(o->f) != 0 && rc == IT_OK) rc = it__fail(err, IT_EIO, "%s: write failed: %s", o->path, strerror(errno));
     o->f = NULL;
-    if (rc == IT_OK && rename(o->tmp, o->path) != 0)
+    if (rc != IT_OK) {
+        it__out_abort(o);
+        return rc;
+    }
+    pthread_mutex_lock(&out_lock);
+    if (set.depth > 0) { /* the set renames it at its end */
+        if (set.n == set.cap) {
+            size_t cap = set.cap ? 2 * set.cap : 16;
+            pending *v = realloc(set.v, cap * sizeof *v);
+            if (v) set.v = v, set.cap = cap;
+        }
+        if (set.n < set.cap) {
+            set.v[set.n++] = (pending){o->tmp, o->path, o->slot};
+            o->tmp = o->path = NULL, o->slot = -1;
+        } else {
+            rc = it__fail(err, IT_ENOMEM, "%s: out of memory", o->path);
+        }
+        pthread_mutex_unlock(&out_lock);
+        it__out_abort(o);
+        return rc;
+    }
+    pthread_mutex_unlock(&out_lock);
+    if (rename(o->tmp, o->path) != 0)
         rc = it__fail(err, IT_EIO, "%s: cannot rename the finished file into place: %s", o->path, strerror(errno));
     if (rc == IT_OK) {
+        slot_drop(o->slot);
         free(o->tmp);
         o->tmp = NULL;
     }
@@ -297,10 +370,138 @@ int it__out_commit(it__out *o, it_err *err)
 void it__out_abort(it__out *o)
 {
     if (o->f) fclose(o->f);
-    if (o->tmp) unlink(o->tmp);
-    free(o->tmp);
+    tmp_remove(o->tmp, o->slot);
     free(o->path);
     memset(o, 0, sizeof *o);
+    o->slot = -1;
+}
+
+void it__out_dir_made(const char *dir)
+{
+    pthread_mutex_lock(&out_lock);
+    char *copy = set.depth > 0 && set.ndirs < SIG_DIRS ? it__strdup(dir) : NULL;
+    if (copy) sig_dir[set.ndirs++] = copy;
+    pthread_mutex_unlock(&out_lock);
+}
+
+int it_out_check_dir(const char *dir, it_err *err)
+{
+    if (it__is_dir(dir)) {
+        if (access(dir, W_OK | X_OK) != 0)
+            return it__fail(err, IT_EIO, "%s: cannot write in this folder: %s", dir, strerror(errno));
+        return IT_OK;
+    }
+    if (it__exists(dir)) return it__fail(err, IT_EIO, "%s: exists and is not a folder", dir);
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--; /* "out/" is "out" */
+    while (n > 0 && dir[n - 1] != '/') n--;
+    char *parent = n == 0 ? it__strdup(".") : it__strndup(dir, n);
+    if (!parent) return it__fail(err, IT_ENOMEM, "%s: out of memory", dir);
+    int rc = IT_OK;
+    if (!it__is_dir(parent))
+        rc = it__fail(err, IT_EIO, "%s: cannot create the folder: %s is not a folder", dir, parent);
+    else if (access(parent, W_OK | X_OK) != 0)
+        rc = it__fail(err, IT_EIO, "%s: cannot create the folder: %s", dir, strerror(errno));
+    free(parent);
+    return rc;
+}
+
+void it_out_begin(void)
+{
+    pthread_mutex_lock(&out_lock);
+    if (set.depth++ == 0) set.failed = 0;
+    pthread_mutex_unlock(&out_lock);
+}
+
+/* Blocks (block = 1) or restores the signals that end a process, so that the renames that finish a
+ * set are not cut in two. */
+static void hold_signals(int block, sigset_t *old)
+{
+    if (block) {
+        sigset_t all;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, old);
+    } else {
+        pthread_sigmask(SIG_SETMASK, old, NULL);
+    }
+}
+
+int it_out_end(int commit, it_err *err)
+{
+    int rc = IT_OK;
+    pthread_mutex_lock(&out_lock);
+    if (set.depth == 0) {
+        pthread_mutex_unlock(&out_lock);
+        return it__fail(err, IT_EINVAL, "it_out_end: no output set is open");
+    }
+    if (!commit) set.failed = 1;
+    if (--set.depth > 0) {
+        pthread_mutex_unlock(&out_lock);
+        return IT_OK;
+    }
+    if (set.failed && commit) rc = it__fail(err, IT_EIO, "an output of this set failed earlier; nothing was written");
+    for (size_t i = 0; rc == IT_OK && !set.failed && i < set.n; i++) /* what would stop a rename part way */
+        if (it__is_dir(set.v[i].path))
+            rc = it__fail(err, IT_EIO, "%s: a folder stands where the file goes; nothing was written", set.v[i].path);
+    if (rc != IT_OK) set.failed = 1;
+    sigset_t old;
+    hold_signals(1, &old);
+    for (size_t i = 0; i < set.n; i++) {
+        pending *p = &set.v[i];
+        if (!set.failed && rc == IT_OK && rename(p->tmp, p->path) != 0) /* only a vanished folder is left */
+            rc = it__fail(err, IT_EIO, "%s: cannot rename the finished file into place: %s", p->path, strerror(errno));
+        else if (!set.failed && rc == IT_OK)
+            slot_drop(p->slot);
+        tmp_remove(p->tmp, p->slot); /* a no-op once renamed, but for the name's memory */
+        free(p->path);
+    }
+    hold_signals(0, &old);
+    for (size_t i = set.ndirs; i-- > 0;) { /* removed only when empty: a folder made for this set */
+        char *d = sig_dir[i];
+        sig_dir[i] = NULL;
+        if (set.failed || rc != IT_OK) rmdir(d);
+        free(d);
+    }
+    free(set.v);
+    set.v = NULL;
+    set.n = set.cap = set.ndirs = 0;
+    set.failed = 0;
+    pthread_mutex_unlock(&out_lock);
+    return rc;
+}
+
+void it_out_remove_partial(void)
+{
+    for (int i = 0; i < SIG_SLOTS; i++) {
+        char *p = sig_tmp[i];
+        if (p) unlink(p);
+    }
+    for (int i = SIG_DIRS; i-- > 0;) {
+        char *d = sig_dir[i];
+        if (d) rmdir(d);
+    }
+}
+
+static void on_signal(int sig)
+{
+    int e = errno;
+    it_out_remove_partial();
+    errno = e;
+    raise(sig); /* SA_RESETHAND: the default action (the end of the process) once this returns */
+}
+
+void it_out_cleanup_on_signals(void)
+{
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
+        struct sigaction sa, old;
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN) continue; /* nohup: keep */
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sa.sa_flags = (int)SA_RESETHAND;
+        sigemptyset(&sa.sa_mask);
+        sigaction(sigs[i], &sa, NULL);
+    }
 }
 
 uint64_t it__splitmix64(uint64_t *state)

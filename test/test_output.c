@@ -7,8 +7,13 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <dirent.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 static uint64_t rng = 99;
 
@@ -328,6 +333,225 @@ static void test_output_model(void)
     CHECK(it_write_model(out, test_tmppath("base_single"), &wrong, 1, 0, &err) == IT_EFORMAT && strstr(err.msg, "l.q.weight"));
 }
 
+/* ============================================================================================ */
+/* Output sets, faults and interrupts: nothing partial is ever left                              */
+/* ============================================================================================ */
+
+/* The number of entries in dir (. and .. aside), and whether one is a temporary file; -1 if dir
+ * cannot be read (it does not exist). */
+static int count_entries(const char *dir, int *temps)
+{
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    if (temps) *temps = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        n++;
+        if (temps && strstr(e->d_name, ".tmp.")) (*temps)++;
+    }
+    closedir(d);
+    return n;
+}
+
+static int exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* Two files of a set appear together at its end, not before; a set that fails leaves nothing,
+ * not even the folder it made; an inner failure fails the outer set. */
+static void test_output_set(void)
+{
+    char dir[1024], a[1100], b[1100];
+    snprintf(dir, sizeof dir, "%s", test_tmppath("set_out"));
+    snprintf(a, sizeof a, "%s/a.txt", dir);
+    snprintf(b, sizeof b, "%s/b.txt", dir);
+    it_err err;
+    for (int commit = 0; commit < 2; commit++) {
+        it_out_begin();
+        CHECK(it_make_dir(dir, &err) == IT_OK);
+        CHECK(it_write_text(a, "one\n", &err) == IT_OK && it_write_text(b, "two\n", &err) == IT_OK);
+        int temps = 0;
+        CHECKF(!exists(a) && !exists(b) && count_entries(dir, &temps) == 2 && temps == 2,
+               "inside the set: only the two temporary files");
+        CHECK(it_out_end(commit, &err) == IT_OK);
+        if (commit) CHECKF(exists(a) && exists(b) && count_entries(dir, &temps) == 2 && temps == 0, "committed");
+        else CHECKF(!exists(dir), "a failed set leaves nothing, not even the folder it made");
+    }
+    /* an existing folder is kept, its files untouched, when a set fails */
+    it_out_begin();
+    CHECK(it_make_dir(dir, &err) == IT_OK && it_write_text(a, "changed\n", &err) == IT_OK);
+    it_out_begin(); /* nested: the inner failure decides */
+    CHECK(it_write_text(b, "changed\n", &err) == IT_OK);
+    it_out_end(0, NULL);
+    CHECK(it_out_end(1, &err) == IT_EIO && strstr(err.msg, "nothing was written"));
+    size_t len = 0;
+    unsigned char *text = test_read_file(a, &len);
+    int temps = 0;
+    CHECKF(text && len == 4 && !memcmp(text, "one\n", 4) && count_entries(dir, &temps) == 2 && temps == 0,
+           "the earlier files are as they were");
+    free(text);
+    CHECK(it_out_end(1, &err) == IT_EINVAL); /* none open */
+}
+
+/* it_write_lora into a folder whose second file cannot be written (a folder stands where
+ * adapter_config.json goes): an error, and neither file. */
+static void test_output_lora_half_fails(void)
+{
+    double w[12];
+    for (int i = 0; i < 12; i++) w[i] = 0.25 * i - 1;
+    it_merged_site s = {"l.q", IT_LORA_LINEAR, 0, 4, 3, w, NULL, 2, NULL, NULL, 0};
+    const char *dir = test_tmppath("lora_half");
+    char block[1100];
+    snprintf(block, sizeof block, "%s/adapter_config.json", dir);
+    it_err err;
+    CHECK(it_make_dir(dir, &err) == IT_OK && it_make_dir(block, &err) == IT_OK);
+    it_lora_out_opts o = {2, 0, NULL, NULL, 1, 0};
+    CHECKF(it_write_lora(dir, &s, 1, &o, NULL, NULL, &err) == IT_EIO && !strchr(err.msg, '\n'), "%s", err.msg);
+    int temps = 0;
+    CHECKF(count_entries(dir, &temps) == 1 && temps == 0, "only the blocking folder: no adapter_model.safetensors");
+}
+
+/* A child process in a set, interrupted by SIGINT part way through: it ends by the signal and
+ * leaves no file and no folder (it_out_cleanup_on_signals). */
+static void test_output_sigint_in_set(void)
+{
+    const char *dir = test_tmppath("sig_out");
+    char a[1100];
+    snprintf(a, sizeof a, "%s/a.txt", dir);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        it_err err;
+        it_out_cleanup_on_signals();
+        it_out_begin();
+        if (it_make_dir(dir, &err) != IT_OK || it_write_text(a, "one\n", &err) != IT_OK) _exit(3);
+        raise(SIGINT);
+        _exit(4); /* not reached */
+    }
+    int st = 0;
+    CHECK(pid > 0 && waitpid(pid, &st, 0) == pid);
+    CHECKF(WIFSIGNALED(st) && WTERMSIG(st) == SIGINT, "the child ended by SIGINT (status %#x)", st);
+    CHECKF(!exists(dir), "nothing left behind");
+}
+
+/* Runs a shell command line; its exit status, or 128 + the signal, or -1. */
+static int sh(const char *cmd)
+{
+    int st = system(cmd);
+    if (st == -1) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : -1;
+}
+
+static const char *iteris_bin(void)
+{
+    const char *bin = getenv("ITERIS_BIN");
+    return bin && *bin ? bin : "./iteris";
+}
+
+/* The file's last line is an error of the command line ("iteris: ...") holding needle. */
+static int last_line_has(const char *path, const char *needle)
+{
+    size_t n = 0;
+    unsigned char *t = test_read_file(path, &n);
+    int ok = 0;
+    if (t && n > 1 && t[n - 1] == '\n') {
+        t[n - 1] = 0;
+        char *last = strrchr((char *)t, '\n');
+        last = last ? last + 1 : (char *)t;
+        ok = !strncmp(last, "iteris: ", 8) && strstr(last, needle);
+    }
+    free(t);
+    return ok;
+}
+
+#define MERGE_ARGS "merge --base data/llama/base --lora data/llama/adapters/lora_r4_a16_all --lora " \
+                   "data/llama/adapters/lora_r4_a8_mlp --data data/llama/inputs.jsonl --data data/llama/inputs.jsonl"
+
+/* A full disk (a file size limit: writes fail with EFBIG, as they fail with ENOSPC) and an output
+ * folder that cannot be made (found before the merge): exit status 1, an error naming the file, no
+ * output, no temporary file, and an existing output folder as it was. */
+static void test_output_disk_full_cli(void)
+{
+    char cmd[4096];
+    const char *out = test_tmppath("full_out"), *err = test_tmppath("full.err");
+    for (int k = 0; k < 2; k++) { /* k = 1: the folder exists and holds a file */
+        if (k) {
+            it_err e;
+            char keep[1100];
+            snprintf(keep, sizeof keep, "%s/keep.txt", out);
+            CHECK(it_make_dir(out, &e) == IT_OK && it_write_text(keep, "keep\n", &e) == IT_OK);
+        }
+        /* the model format copies the base: far more than 16 KiB */
+        snprintf(cmd, sizeof cmd, "trap '' XFSZ; ulimit -f 32; exec %s " MERGE_ARGS " --format model --iters 1 --out %s "
+                 "2>%s >/dev/null", iteris_bin(), out, err);
+        int rc = sh(cmd);
+        CHECKF(rc == 1, "exit status %d", rc);
+        CHECKF(last_line_has(err, "File too large"), "an error naming the failed write (%s)", err);
+        int temps = 0, n = count_entries(out, &temps);
+        CHECKF(k ? n == 1 && temps == 0 : n == -1, "nothing new in %s (%d entries, %d temporary)", out, n, temps);
+    }
+    /* the output's parent is a file: the folder cannot be made */
+    char bad[1100];
+    snprintf(bad, sizeof bad, "%s/keep.txt/sub", out);
+    snprintf(cmd, sizeof cmd, "%s " MERGE_ARGS " --iters 1 --out %s 2>%s >/dev/null", iteris_bin(), bad, err);
+    CHECK(sh(cmd) == 1 && last_line_has(err, "cannot create the folder"));
+    /* an unwritable folder (not testable as root, who may write anywhere) */
+    if (geteuid() != 0) {
+        const char *ro = test_tmppath("readonly");
+        it_err e;
+        CHECK(it_make_dir(ro, &e) == IT_OK && chmod(ro, 0555) == 0);
+        snprintf(cmd, sizeof cmd, "%s " MERGE_ARGS " --iters 1 --out %s/x 2>%s >/dev/null", iteris_bin(), ro, err);
+        CHECK(sh(cmd) == 1 && last_line_has(err, "Permission denied") && count_entries(ro, NULL) == 0);
+        chmod(ro, 0755);
+    } else {
+        test_note("running as root: the unwritable-folder case is covered by the unmakeable folder only");
+    }
+}
+
+/* SIGINT at several moments of a merge through the command line: it either finished (exit 0, a
+ * complete adapter) or ended by the signal with no output folder and no temporary file. */
+static void test_output_sigint_cli(void)
+{
+    if (test_skip_slow()) return;
+    const char *out = test_tmppath("int_out");
+    static const long delays_us[] = {1000, 20000, 60000, 120000, 250000, 500000};
+    int interrupted = 0, finished = 0;
+    for (size_t k = 0; k < sizeof delays_us / sizeof *delays_us; k++) {
+        char cmd[4096];
+        snprintf(cmd, sizeof cmd, "exec %s " MERGE_ARGS " --format model --iters 3 --tol 0 --out %s 2>/dev/null >/dev/null",
+                 iteris_bin(), out);
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+            setpgid(0, 0);
+            execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+            _exit(127);
+        }
+        struct timespec ts = {0, delays_us[k] * 1000};
+        nanosleep(&ts, NULL);
+        kill(pid, SIGINT);
+        int st = 0;
+        CHECK(waitpid(pid, &st, 0) == pid);
+        int temps = 0, n = count_entries(out, &temps);
+        if (WIFSIGNALED(st) && WTERMSIG(st) == SIGINT) {
+            interrupted++;
+            CHECKF(n == -1, "interrupted after %ld us: %s holds %d entries", delays_us[k], out, n);
+        } else {
+            finished++;
+            CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0 && n > 2 && temps == 0, "finished after %ld us: status %#x, "
+                   "%d entries, %d temporary", delays_us[k], st, n, temps);
+            char cmd2[1200];
+            snprintf(cmd2, sizeof cmd2, "rm -rf %s", out);
+            CHECK(sh(cmd2) == 0);
+        }
+    }
+    test_note("%d interrupted, %d finished first", interrupted, finished);
+}
+
 void suite_output(void)
 {
     RUN(test_output_delta);
@@ -335,4 +559,9 @@ void suite_output(void)
     RUN(test_output_lora_truncated);
     RUN(test_output_lora_cat_exact);
     RUN(test_output_model);
+    RUN(test_output_set);
+    RUN(test_output_lora_half_fails);
+    RUN(test_output_sigint_in_set);
+    RUN(test_output_disk_full_cli);
+    RUN(test_output_sigint_cli);
 }
