@@ -47,11 +47,11 @@ ifeq ($(findstring clang,$(CC)),)
 FLAGS_ARCH = -fexcess-precision=fast
 endif
 endif
-TEST_SRC = $(wildcard test/*.c)
+TEST_SRC = $(filter-out test/faults.c,$(wildcard test/*.c))
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
 
-.PHONY: all test test-build asan tsan valgrind cross-test cross-test-all fuzz fuzz-replay bench clean
+.PHONY: all test test-build asan tsan valgrind cross-test cross-test-all fuzz fuzz-replay faults bench clean
 
 all: iteris libiteris.a
 
@@ -126,13 +126,34 @@ cross-test-all:
 
 FUZZ_CC ?= clang
 FUZZ_TARGETS = safetensors json adapter_config tokenizer samples image
-fuzz:
-	@mkdir -p build/fuzz
+FUZZ_FLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -DIT_NOSIMD -g -O1 -I. -Itest
+FUZZ_OBJ = $(FUZZ_SRC:%.c=build/fuzz/obj/%.o)
+build/fuzz/obj/%.o: %.c $(wildcard *.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
+fuzz: $(FUZZ_OBJ)
 	for t in $(FUZZ_TARGETS); do \
-	    $(FUZZ_CC) -std=c11 -D_POSIX_C_SOURCE=200809L -DIT_NOSIMD -DIT_FUZZ_LIBFUZZER -DIT_FUZZ_ONLY='"'$$t'"' -g -O1 \
-	        -I. -Itest -fsanitize=fuzzer,address,undefined -o build/fuzz/fuzz_$$t test/fuzz.c $(FUZZ_SRC) -pthread -lm \
-	        || exit 1; done
+	    $(FUZZ_CC) $(FUZZ_FLAGS) -DIT_FUZZ_LIBFUZZER -DIT_FUZZ_ONLY='"'$$t'"' -fsanitize=fuzzer,address,undefined \
+	        -o build/fuzz/fuzz_$$t test/fuzz.c $(FUZZ_OBJ) -pthread -lm || exit 1; done
 	@echo "run: build/fuzz/fuzz_<target> -max_total_time=600 /tmp/fz-<target> test/corpus/<target>   (targets: $(FUZZ_TARGETS))"
+
+# Allocation failures at every allocation site (test/faults.c): the library and the command line
+# built with -DIT_FAULTS and ASan + UBSan, commands run in-process, each allocation site failed in
+# turn (ITERIS_FAULTS_ALL=1: every allocation). The CLI's main is renamed so that the driver can call it;
+# every file sees internal.h's allocation macros (-include), the command line's too.
+FAULT_FLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -DIT_FAULTS -DIT_NOSIMD -g -O1 \
+              -fsanitize=address,undefined -fno-sanitize-recover=undefined -I. -Itest -include internal.h
+FAULT_OBJ = $(patsubst %.c,build/faults/obj/%.o,$(LIB_SRC) cli_bench.c cli_tokenize.c)
+build/faults/obj/%.o: %.c $(wildcard *.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(FAULT_FLAGS) -c -o $@ $<
+build/faults/main.o: main.c $(wildcard *.h)
+	@mkdir -p build/faults
+	$(CC) $(FAULT_FLAGS) -Dmain=iteris_main -c -o $@ main.c
+build/faults/fault_tests: test/faults.c build/faults/main.o $(FAULT_OBJ)
+	$(CC) $(FAULT_FLAGS) -o $@ test/faults.c build/faults/main.o $(FAULT_OBJ) -pthread -lm
+faults: build/faults/fault_tests
+	build/faults/fault_tests
 
 # The same harness with a plain main that replays files or folders: no libFuzzer needed.
 fuzz-replay:

@@ -15,7 +15,7 @@
 #include "internal.h"
 
 #include <inttypes.h>
-
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -400,10 +400,18 @@ static int ref_load(const it_tensor_ref *r, const char *key, const char *where, 
     float *f = rc == IT_OK ? it__malloc_n(all ? all : 1, sizeof *f) : NULL;
     if (rc == IT_OK && !f) rc = it__fail(err, IT_ENOMEM, "%s: %s: out of memory", where, key);
     if (rc == IT_OK && (rc = it_tensor_to_f32(t, f, err)) != IT_OK) it__err_prefix(err, where);
+    if (rc == IT_OK && r->index >= 0) memmove(f, f + (size_t)r->index * per, per * sizeof *f);
+    /* the values the sample takes, all finite: a NaN or Inf input would come out of the merge as a
+     * NaN weight or statistic, far from its cause */
+    for (size_t i = 0, n = r->index >= 0 ? per : all; rc == IT_OK && i < n; i++)
+        if (!isfinite(f[i]))
+            rc = it__fail(err, IT_EINVAL, "%s: %s: tensor %s of %s holds NaN or Inf (element %zu%s is %s)", where, key,
+                          r->tensor, r->file, i, r->index >= 0 ? " of the item" : "",
+                          isnan(f[i]) ? "NaN" : f[i] > 0 ? "Inf" : "-Inf");
     if (rc == IT_OK) {
         *ndim = t->ndim;
         for (size_t i = 0; i < t->ndim; i++) dims[i] = t->shape[i];
-        if (r->index >= 0) memmove(f, f + (size_t)r->index * per, per * sizeof *f), dims[0] = 1;
+        if (r->index >= 0) dims[0] = 1;
         *data = f;
         f = NULL;
     }

@@ -120,8 +120,9 @@ int it__out_open(it__out *o, const char *path, it_err *err);
 int it__out_write(it__out *o, const void *data, size_t len, it_err *err);
 int it__out_commit(it__out *o, it_err *err);
 void it__out_abort(it__out *o);
-/* it_make_dir made dir: inside an output set, it is removed again if the set fails. */
-void it__out_dir_made(const char *dir);
+/* it_make_dir made dir: inside an output set, it is removed again if the set fails. Fails (and
+ * removes dir) when it cannot be noted. */
+int it__out_dir_made(const char *dir, it_err *err);
 
 /* ---- reading a configuration object (json.c) ---- */
 
@@ -218,5 +219,31 @@ int it__re_fullmatch(const it__re *re, const char *s, size_t len, size_t start);
 int it__re_match(const it__re *re, const char *s, size_t len, size_t start, size_t *cap, size_t ncap);
 /* The number of capturing groups. */
 size_t it__re_groups(const it__re *re);
+
+/* ---- allocation faults (a test build: make faults) ----
+ * Built with -DIT_FAULTS, every allocation of the library goes through test/faults.c, which counts
+ * live blocks and fails the allocation it is told to. A site is where the library asks: the line of
+ * a malloc / calloc / realloc / aligned_alloc, or of a call to one of the helpers above (which
+ * name their caller's line with it__fault_site). */
+#ifdef IT_FAULTS
+#include <stdlib.h>
+void *it__fault_malloc(size_t n, const char *file, int line);
+void *it__fault_calloc(size_t n, size_t size, const char *file, int line);
+void *it__fault_realloc(void *p, size_t n, const char *file, int line);
+void *it__fault_aligned_alloc(size_t align, size_t n, const char *file, int line);
+void it__fault_free(void *p);
+int it__fault_site(const char *file, int line); /* names the next allocation's site; returns 0 */
+void *it__fault_done(void *p);                   /* forgets a site that no allocation took; returns p */
+#define malloc(n) it__fault_malloc((n), __FILE__, __LINE__)
+#define calloc(n, s) it__fault_calloc((n), (s), __FILE__, __LINE__)
+#define realloc(p, n) it__fault_realloc((p), (n), __FILE__, __LINE__)
+#define aligned_alloc(a, n) it__fault_aligned_alloc((a), (n), __FILE__, __LINE__)
+#define free(p) it__fault_free(p)
+#define it__malloc_n(n, s) it__fault_done((it__fault_site(__FILE__, __LINE__), (it__malloc_n)((n), (s))))
+#define it__calloc(n, s) it__fault_done((it__fault_site(__FILE__, __LINE__), (it__calloc)((n), (s))))
+#define it__strdup(s) ((char *)it__fault_done((it__fault_site(__FILE__, __LINE__), (it__strdup)(s))))
+#define it__strndup(s, n) ((char *)it__fault_done((it__fault_site(__FILE__, __LINE__), (it__strndup)((s), (n)))))
+#define it__path_join(d, n) ((char *)it__fault_done((it__fault_site(__FILE__, __LINE__), (it__path_join)((d), (n)))))
+#endif
 
 #endif /* ITERIS_INTERNAL_H */

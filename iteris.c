@@ -666,6 +666,13 @@ static int load_matrix(const char *path, const it_tensor *t, uint64_t rows, uint
         free(f);
         return rc;
     }
+    for (size_t k = 0; k < (size_t)t->numel; k++) /* named here, not later as a NaN statistic or weight */
+        if (!isfinite(f[k])) {
+            rc = it__fail(err, IT_EFORMAT, "%s: %s: holds NaN or Inf (element %zu is %s)", path, t->name, k,
+                          isnan(f[k]) ? "NaN" : f[k] > 0 ? "Inf" : "-Inf");
+            free(f);
+            return rc;
+        }
     *out = f;
     return IT_OK;
 }

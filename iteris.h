@@ -1131,8 +1131,9 @@ int it_eval_task(it_model *m, const it_adapter *ad, const it_delta *merged, cons
 /* For an encoder-decoder model (it_model_needs_decoder_ids), fills the decoder ids of every sample
  * of ss that has none by greedy decoding (it_model_generate, at most gen_len new tokens) with
  * adapter ad installed alone (NULL: the model as it is), so that task i's X_i and Xt_i, and eval's
- * three models, all see the same positions. Other models: nothing to do. Errors name the samples
- * file and line. */
+ * three models, all see the same positions. Then, for every model, checks each sample against m (ids
+ * inside the vocabulary and the context, decoder ids, pixel / latent shapes), so that a bad sample is
+ * refused before any work. Errors name the samples file and line. */
 int it_samples_complete(it_model *m, const it_adapter *ad, it_samples *ss, size_t gen_len, it_err *err);
 
 /* ============================================================================================ */

@@ -414,6 +414,18 @@ static int to_f32(loader *L, const it_tensor *t, float **out)
     return rc;
 }
 
+/* lora_A / lora_B values v [t->numel] (converted by to_f32) all finite: a NaN or Inf would pass
+ * through every solve and come out as a merged weight of NaN, far from its cause. */
+static int check_finite(loader *L, const it_tensor *t, const float *v)
+{
+    char k[200];
+    for (size_t i = 0; i < (size_t)t->numel; i++)
+        if (!isfinite(v[i]))
+            return it__fail(L->err, IT_EFORMAT, "%s: tensor \"%s\": holds NaN or Inf (element %zu is %s)", L->file,
+                            shown(t->name, k, sizeof k), i, isnan(v[i]) ? "NaN" : v[i] > 0 ? "Inf" : "-Inf");
+    return IT_OK;
+}
+
 /* The shapes of lora_A and lora_B (FACTS 2.3, 3.1) -> kind, r, d_in, d_out:
  *   Linear    A [r, in]            B [out, r]
  *   Conv2d    A [r, in, kh, kw]    B [out, r, 1, 1]   (1x1 kernels only: then a linear on channels)
@@ -565,7 +577,9 @@ static int build_module(loader *L, entry *g, size_t n)
     m->transposed = m->kind == IT_LORA_EMBEDDING || (m->kind == IT_LORA_LINEAR && a->cfg.fan_in_fan_out);
     TRY(module_scale(L, role[ROLE_ALPHA], m, label));
     TRY(to_f32(L, role[ROLE_A]->t, &m->A));
-    return to_f32(L, role[ROLE_B]->t, &m->B);
+    TRY(check_finite(L, role[ROLE_A]->t, m->A));
+    TRY(to_f32(L, role[ROLE_B]->t, &m->B));
+    return check_finite(L, role[ROLE_B]->t, m->B);
 }
 
 /* ---- diffusers: the LoraConfig of each component ---- */

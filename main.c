@@ -930,8 +930,9 @@ static int choose_alpha(merge_args *a, it_err *err)
 
 static int cmd_merge(int argc, char **argv)
 {
-    static merge_args a;
+    static merge_args a; /* static: large; cleared, so that main may run again in one process */
     static double weights[MAX_TASKS];
+    memset(&a, 0, sizeof a);
     it_merge_opts_default(&a.mo);
     a.format = "lora";
     a.in.gen_len = GEN_LEN_DEFAULT;
@@ -1165,7 +1166,8 @@ static int load_merged(merged_out *o, const char *dir, it_model *base, it_err *e
 
 static int cmd_eval(int argc, char **argv)
 {
-    static run_inputs in;
+    static run_inputs in; /* static: large; cleared as in cmd_merge */
+    memset(&in, 0, sizeof in);
     const char *merged = NULL;
     int json = 0;
     in.gen_len = GEN_LEN_DEFAULT;

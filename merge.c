@@ -4,7 +4,7 @@
  * model only through it_model's sites, groups and observer (iteris.h); each site's solve is
  * it_site_solve (iteris.c).
  */
-#include "internal.h"
+#include "model_internal.h" /* it__model_check_sample only: the model is still seen through the API */
 
 #include <math.h>
 #include <stdlib.h>
@@ -67,7 +67,9 @@ typedef struct merge_state {
     int phase;
     size_t task;
     size_t only_group;     /* sweep: SIZE_MAX, or the one group to capture (then stop) */
-    int failed;            /* an allocation failed inside the observer */
+    int failed;            /* an allocation failed inside the observer, or its rows were not finite */
+    int nonfinite;         /* the observer saw NaN or Inf: at model site bad_site, row bad_row */
+    size_t bad_site, bad_row;
 } merge_state;
 
 static group_stats *stats_at(merge_state *st, size_t task, size_t g)
@@ -108,6 +110,15 @@ static int merge_observer(void *ctx, size_t site, const float *x, size_t nrows, 
     size_t g = it_model_site_at(st->m, site)->group;
     if (g >= st->ngroups || st->rep[g] != site || !st->active[g]) return 0;
     if (st->only_group != SIZE_MAX && g != st->only_group) return 0;
+    /* NaN or Inf rows (a bad weight outside the merged sites, an overflow) are stopped here, where
+     * the site, the task and the sample are known, rather than surfacing as NaN statistics (one pass
+     * over the rows, against the Gram's d_in passes) */
+    for (size_t k = 0; k < nrows * d_in; k++)
+        if (!isfinite(x[k])) {
+            st->nonfinite = 1, st->bad_site = site, st->bad_row = k / d_in;
+            st->failed = IT_EINVAL;
+            return 1;
+        }
     group_stats *gs = stats_at(st, st->task, g);
     int rc = st->phase == CAPTURE_XT ? capture_xt(gs, x, nrows, d_in)
                                      : capture_x(gs, x, nrows, d_in, st->phase == CAPTURE_X);
@@ -152,7 +163,12 @@ static int run_sample(merge_state *st, size_t task, const it_sample *smp, int ph
 {
     st->phase = phase;
     int rc = it_model_run(st->m, smp, NULL, st->err);
-    if (rc == IT_OK && st->failed)
+    if (rc == IT_OK && st->nonfinite)
+        rc = it__fail(st->err, IT_EINVAL, "site %s: task %zu: the input rows hold NaN or Inf in %s (row %zu of the "
+                      "sample on line %zu of the task's samples)", it_model_site_at(st->m, st->bad_site)->name,
+                      task + 1, phase == CAPTURE_XT ? "the merged model" : "the task's own model", st->bad_row,
+                      smp->line);
+    else if (rc == IT_OK && st->failed)
         rc = it__fail(st->err, st->failed, "task %zu: %s while collecting the site inputs", task + 1,
                       st->failed == IT_ENOMEM ? "out of memory" : "the rows changed between passes");
     return rc;
@@ -165,7 +181,7 @@ static int run_task(merge_state *st, size_t task, int phase, size_t only_group)
 {
     const it_task *t = &st->tasks[task];
     int recompute = st->o->recompute_x;
-    st->task = task, st->only_group = only_group, st->failed = 0;
+    st->task = task, st->only_group = only_group, st->failed = 0, st->nonfinite = 0;
     for (size_t g = 0; g < st->ngroups; g++) stats_at(st, task, g)->cursor = 0;
     it_model_set_observer(st->m, merge_observer, st);
     int rc = IT_OK;
@@ -393,6 +409,28 @@ static int merge_setup(merge_state *st)
     return IT_OK;
 }
 
+/* The base weights W0 of the merged sites are finite: one pass over them per merge. A NaN there
+ * would reach W* through the statistics (and the merged model through W0 itself) far from its
+ * cause. The message names the checkpoint file that holds the site's weight where it can be found
+ * by name, else the model folder. */
+static int check_base_weights(merge_state *st)
+{
+    const it_st *w = it_model_weights(st->m);
+    for (size_t s = 0; s < st->nsites; s++) {
+        const it_model_site *ms = it_model_site_at(st->m, st->msite[s]);
+        size_t len = (size_t)ms->d_out * (size_t)ms->d_in, k = 0;
+        while (ms->w0 && k < len && isfinite(ms->w0[k])) k++;
+        if (!ms->w0 || k == len) continue;
+        char key[1024];
+        snprintf(key, sizeof key, "%s.weight", ms->name);
+        const it_tensor *t = w ? it_st_find(w, key) : NULL;
+        return it__fail(st->err, IT_EFORMAT, "site %s: the base weight holds NaN or Inf (element %zu is %s; %s)",
+                        st->sites[s].name, k, isnan(ms->w0[k]) ? "NaN" : ms->w0[k] > 0 ? "Inf" : "-Inf",
+                        t ? it_st_file_path(w, t->file) : it_model_dir(st->m));
+    }
+    return IT_OK;
+}
+
 /* Every task reaches the sites it adapts: a site whose input its samples never produce (text-only
  * samples for a vision tower's site) would silently lose that task's change there. */
 static int check_reached(merge_state *st)
@@ -435,9 +473,10 @@ int it_merge(it_model *m, const it_task *tasks, size_t ntasks, const it_merge_op
     if (ntasks == 0) return it__fail(err, IT_EINVAL, "no adapters to merge");
     double t0 = now_seconds();
     merge_state st = {m, tasks, ntasks, o, err, 0, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                      0, 0, SIZE_MAX, 0};
+                      0, 0, SIZE_MAX, 0, 0, 0, 0};
     it_merge_result *res = it__calloc(1, sizeof *res);
     int rc = res ? merge_setup(&st) : it__fail(err, IT_ENOMEM, "out of memory");
+    if (rc == IT_OK) rc = check_base_weights(&st);
     if (rc == IT_OK) {
         res->nsites = st.nsites, res->ntasks = ntasks;
         res->ridge = it__calloc(st.nsites ? st.nsites : 1, sizeof *res->ridge);
@@ -486,7 +525,7 @@ int it_merge_alignment(it_model *m, const it_task *tasks, size_t ntasks, const i
     keep.recompute_x = 0;
     const it_merge_opts *o = &keep;
     merge_state st = {m, tasks, ntasks, o, err, 0, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                      0, 0, SIZE_MAX, 0};
+                      0, 0, SIZE_MAX, 0, 0, 0, 0};
     int rc = merge_setup(&st);
     if (rc == IT_OK && st.nsites != r->nsites) rc = it__fail(err, IT_EINVAL, "the merge result has other sites");
     *out = 0.0;
@@ -582,6 +621,22 @@ static int eval_accumulate(const it_outputs *zm, const it_outputs *zi, const it_
     return IT_OK;
 }
 
+/* The outputs eval compares, all finite: a NaN or Inf there would be printed as a rel_err of nan;
+ * which names the model, s the sample. */
+static int eval_finite(const it_outputs *o, const char *which, const it_adapter *ad, const it_sample *s, it_err *err)
+{
+    for (size_t k = 0; k < o->n; k++) {
+        const it_output *a = &o->o[k];
+        if (!a->eval) continue;
+        for (size_t j = 0; j < a->rows * a->cols; j++)
+            if (!isfinite(a->data[j]))
+                return it__fail(err, IT_EINVAL, "eval: %s gives NaN or Inf in %s (row %zu of the sample on line %zu; "
+                                "task adapter %s)", which, a->name, j / (a->cols ? a->cols : 1), s->line,
+                                ad->path ? ad->path : "(memory)");
+    }
+    return IT_OK;
+}
+
 int it_eval_task(it_model *m, const it_adapter *ad, const it_delta *merged, const size_t *merged_site, size_t nmerged,
                  it_model *merged_model, const it_sample *const *samples, size_t nsamples, it_eval_result *out,
                  it_err *err)
@@ -603,6 +658,9 @@ int it_eval_task(it_model *m, const it_adapter *ad, const it_delta *merged, cons
             for (size_t j = 0; j < nmerged; j++) it_model_set_delta(m, merged_site[j], &merged[j]);
             rc = it_model_run(m, s, &zm, err);
         }
+        if (rc == IT_OK) rc = eval_finite(&zb, "the base model", ad, s, err);
+        if (rc == IT_OK) rc = eval_finite(&zi, "the task's model", ad, s, err);
+        if (rc == IT_OK) rc = eval_finite(&zm, "the merged model", ad, s, err);
         if (rc == IT_OK) rc = eval_accumulate(&zm, &zi, &zb, &num, &den, &kl, &agree, &rows, err);
         logits = zi.logits;
         it_outputs_free(&zb), it_outputs_free(&zi), it_outputs_free(&zm);
@@ -621,13 +679,17 @@ int it_eval_task(it_model *m, const it_adapter *ad, const it_delta *merged, cons
 /* Decoder inputs for encoder-decoder models                                                     */
 /* ============================================================================================ */
 
+/* Decoder ids where they are missing, then every sample checked against the model up front
+ * (it__model_check_sample): an id outside the vocabulary or a sample longer than the context is
+ * reported with the samples file and the line, not later from inside a merge with the model folder
+ * alone. */
 int it_samples_complete(it_model *m, const it_adapter *ad, it_samples *ss, size_t gen_len, it_err *err)
 {
-    if (!it_model_needs_decoder_ids(m)) return IT_OK;
-    it_delta *d = ad ? it__calloc(ad->n + 1, sizeof *d) : NULL;
-    int rc = !ad || d ? IT_OK : it__fail(err, IT_ENOMEM, "out of memory");
-    if (rc == IT_OK && ad) rc = install_modules(m, ad, d, err);
-    for (size_t k = 0; rc == IT_OK && k < ss->n; k++) {
+    int gen = it_model_needs_decoder_ids(m);
+    it_delta *d = gen && ad ? it__calloc(ad->n + 1, sizeof *d) : NULL;
+    int rc = !gen || !ad || d ? IT_OK : it__fail(err, IT_ENOMEM, "out of memory");
+    if (rc == IT_OK && gen && ad) rc = install_modules(m, ad, d, err);
+    for (size_t k = 0; rc == IT_OK && gen && k < ss->n; k++) {
         it_sample *s = &ss->s[k];
         if (s->dec_ids || !s->ids) continue;
         rc = it_model_generate(m, s->ids, s->n, gen_len, &s->dec_ids, &s->ndec, err);
@@ -637,7 +699,15 @@ int it_samples_complete(it_model *m, const it_adapter *ad, it_samples *ss, size_
             it__err_prefix(err, where);
         }
     }
-    if (ad) it_model_clear_deltas(m);
+    if (gen && ad) it_model_clear_deltas(m);
     free(d);
+    for (size_t k = 0; rc == IT_OK && k < ss->n; k++) {
+        rc = it__model_check_sample(m, &ss->s[k], err);
+        if (rc != IT_OK) {
+            char where[IT_ERR_MAX / 2];
+            snprintf(where, sizeof where, "%s: line %zu", ss->path, ss->s[k].line);
+            it__err_prefix(err, where);
+        }
+    }
     return rc;
 }

@@ -1181,7 +1181,7 @@ int it_model_load(it_model **out, const char *dir, it_err *err)
 void it_model_free(it_model *m)
 {
     if (!m) return;
-    if (m->ops && m->ops->free) m->ops->free(m->priv);
+    if (m->ops && m->ops->free) (m->ops->free)(m->priv); /* parenthesised: free may be a macro (IT_FAULTS) */
     for (size_t i = 0; i < m->nsites; i++) free((char *)m->sites[i].name);
     for (size_t i = 0; i < m->nowned; i++) free(m->owned[i]);
     free(m->sites);
@@ -1293,6 +1293,23 @@ int it_model_run(it_model *m, const it_sample *s, it_outputs *out, it_err *err)
     int rc = m->ops->run(m, s, out, err);
     if (rc == IT__STOP) rc = IT_OK;
     if (rc != IT_OK) it_outputs_free(out);
+    return rc;
+}
+
+/* The observer of it__model_check_sample: the first site ends the pass. */
+static int stop_at_first_site(void *ctx, size_t site, const float *x, size_t nrows, size_t d_in)
+{
+    (void)ctx, (void)site, (void)x, (void)nrows, (void)d_in;
+    return 1;
+}
+
+int it__model_check_sample(it_model *m, const it_sample *s, it_err *err)
+{
+    it_observer obs = m->obs;
+    void *ctx = m->obs_ctx;
+    m->obs = stop_at_first_site, m->obs_ctx = NULL;
+    int rc = it_model_run(m, s, NULL, err);
+    m->obs = obs, m->obs_ctx = ctx;
     return rc;
 }
 

@@ -70,6 +70,12 @@ int it__linear(it_model *m, size_t site, const float *x, size_t nrows, float *y,
 int it__check_ids(const it_model *m, const int32_t *ids, size_t n, int64_t max_positions, const char *what,
                   it_err *err);
 
+/* Whether model m takes sample s, as it_model_run checks it (ids in the vocabulary and the context,
+ * decoder ids, pixels or latents of the model's shape), at the cost of the pass up to the first
+ * site: it_model_run with an observer that stops there (m's own observer is put back). Callers
+ * that know the samples file prefix the error with it and the line (it_samples_complete). */
+int it__model_check_sample(it_model *m, const it_sample *s, it_err *err);
+
 /* A new output slot of out: name (static), [rows x cols] zeroed floats; NULL out of memory. */
 float *it__output_add(it_outputs *out, const char *name, size_t rows, size_t cols, int eval);
 

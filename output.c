@@ -29,10 +29,7 @@
 
 int it_make_dir(const char *dir, it_err *err)
 {
-    if (mkdir(dir, 0777) == 0) {
-        it__out_dir_made(dir);
-        return IT_OK;
-    }
+    if (mkdir(dir, 0777) == 0) return it__out_dir_made(dir, err);
     if (errno == EEXIST && it__is_dir(dir)) return IT_OK;
     return it__fail(err, IT_EIO, "%s: cannot create the folder: %s", dir, strerror(errno));
 }
@@ -133,9 +130,11 @@ static int make_factors(const it_merged_site *s, int with_pretrain, int64_t r, u
     return rc;
 }
 
-/* Appends a JSON string literal. */
+/* Appends s, as a JSON string literal with quote. Out of memory, *buf is freed and *len set to
+ * SIZE_MAX, which every later append leaves as it is (the caller tests it once at the end). */
 static void json_append(char **buf, size_t *len, size_t *cap, const char *s, int quote)
 {
+    if (*len == SIZE_MAX) return;
     size_t need = *len + 6 * strlen(s) + 3;
     if (need > *cap) {
         size_t c = *cap ? *cap : 1024;
@@ -145,6 +144,7 @@ static void json_append(char **buf, size_t *len, size_t *cap, const char *s, int
             free(*buf);
             *buf = NULL;
             *cap = 0;
+            *len = SIZE_MAX;
             return;
         }
         *buf = nb, *cap = c;
@@ -196,7 +196,7 @@ static char *lora_config_json(const it_merged_site *sites, size_t n, int64_t r, 
     LIT(",\n  \"use_dora\": false,\n  \"use_rslora\": false\n}");
 #undef LIT
 #undef STR
-    return b;
+    return len == SIZE_MAX ? NULL : b; /* NULL: out of memory part way (b already freed) */
 }
 
 int it_write_text(const char *path, const char *text, it_err *err)

@@ -867,7 +867,7 @@ static int build_header(sbuf *h, const it_tensor *const *ord, size_t n, const ch
         sb_str(h, "]}");
     }
     sb_put(h, "}", 1);
-    while (h->n % 8) sb_put(h, " ", 1);
+    while (!h->oom && h->n % 8) sb_put(h, " ", 1); /* pad to 8 (no progress once out of memory) */
     return h->oom ? it__fail(err, IT_ENOMEM, "%s: out of memory building the header", path) : IT_OK;
 }
 

@@ -126,19 +126,19 @@ int it__mul_u64(uint64_t a, uint64_t b, uint64_t *out)
     return 0;
 }
 
-void *it__malloc_n(size_t n, size_t size)
+void *(it__malloc_n)(size_t n, size_t size)
 {
     size_t bytes;
     if (it__mul_size(n, size, &bytes)) return NULL;
     return malloc(bytes ? bytes : 1);
 }
 
-void *it__calloc(size_t n, size_t size)
+void *(it__calloc)(size_t n, size_t size)
 {
     return calloc(n ? n : 1, size ? size : 1);
 }
 
-char *it__strndup(const char *s, size_t len)
+char *(it__strndup)(const char *s, size_t len)
 {
     if (len == SIZE_MAX) return NULL;
     char *d = malloc(len + 1);
@@ -148,7 +148,7 @@ char *it__strndup(const char *s, size_t len)
     return d;
 }
 
-char *it__strdup(const char *s)
+char *(it__strdup)(const char *s)
 {
     return it__strndup(s, strlen(s));
 }
@@ -213,7 +213,7 @@ int it__read_file(const char *path, size_t max, char **data, size_t *len, it_err
     return IT_OK;
 }
 
-char *it__path_join(const char *dir, const char *name)
+char *(it__path_join)(const char *dir, const char *name)
 {
     size_t a = strlen(dir), b = strlen(name);
     int slash = a > 0 && dir[a - 1] != '/';
@@ -376,12 +376,18 @@ void it__out_abort(it__out *o)
     o->slot = -1;
 }
 
-void it__out_dir_made(const char *dir)
+int it__out_dir_made(const char *dir, it_err *err)
 {
+    int rc = IT_OK;
     pthread_mutex_lock(&out_lock);
-    char *copy = set.depth > 0 && set.ndirs < SIG_DIRS ? it__strdup(dir) : NULL;
-    if (copy) sig_dir[set.ndirs++] = copy;
+    if (set.depth > 0) {
+        char *copy = set.ndirs < SIG_DIRS ? it__strdup(dir) : NULL;
+        if (copy) sig_dir[set.ndirs++] = copy;
+        else rc = it__fail(err, IT_ENOMEM, "%s: out of memory", dir); /* or too many folders in one set */
+    }
     pthread_mutex_unlock(&out_lock);
+    if (rc != IT_OK) rmdir(dir); /* not to be left behind when the set fails */
+    return rc;
 }
 
 int it_out_check_dir(const char *dir, it_err *err)

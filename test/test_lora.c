@@ -1204,6 +1204,39 @@ static void test_lora_kohya_bad(void)
     load_fails(sd_file(path, "mixed.safetensors", &b), IT_EFORMAT, path, "not a LoRA tensor of a kohya or diffusers");
 }
 
+/* Element k of b's tensor i set to v (in the tensor's dtype). */
+static void tb_set(tbuf *b, size_t i, size_t k, float v)
+{
+    size_t bytes = (size_t)it_dtype_bits(b->t[i].dtype) / 8;
+    CHECK(k < b->t[i].numel && it_f32_encode((unsigned char *)b->data[i] + k * bytes, b->t[i].dtype, &v, 1, NULL) == IT_OK);
+}
+
+/* A lora_A / lora_B (kohya: lora_down / lora_up) holding NaN or Inf is refused where it is read,
+ * naming the file, the tensor and the element, in every format and dtype. */
+static void test_lora_nonfinite(void)
+{
+    char path[4096], dir[4096];
+    tbuf b = {0};
+    tb_kohya(&b, K_Q, 4, 8, 8, 0, 1);
+    tb_set(&b, 1, 5, NAN);
+    load_fails(sd_file(path, "knan.safetensors", &b), IT_EFORMAT, path,
+               "tensor \"" K_Q ".lora_up.weight\": holds NaN or Inf (element 5 is NaN)");
+    tb_kohya(&b, K_Q, 4, 8, 8, 0, 1);
+    tb_set(&b, 0, 0, -INFINITY);
+    load_fails(sd_file(path, "kinf.safetensors", &b), IT_EFORMAT, path,
+               "tensor \"" K_Q ".lora_down.weight\": holds NaN or Inf (element 0 is -Inf)");
+    tb_pair(&b, "unet.", "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q", ".lora.down.weight",
+            ".lora.up.weight", 4, 8, 8, 1);
+    tb_set(&b, 1, 31, INFINITY);
+    load_fails(sd_file(path, "dinf.safetensors", &b), IT_EFORMAT, path, "to_q.lora.up.weight\": holds NaN or Inf (element 31 is Inf)");
+    tb_peft(&b, "m.q_proj", 4, 8, 8, 1);
+    tb_peft(&b, "m.v_proj", 4, 8, 8, 3);
+    tb_set(&b, 2, 7, NAN);
+    peft_dir(dir, "peft_nan", "{\"r\": 4, \"target_modules\": [\"q_proj\", \"v_proj\"]}", &b);
+    load_fails(dir, IT_EFORMAT, weights(dir),
+               "tensor \"base_model.model.m.v_proj.lora_A.weight\": holds NaN or Inf (element 7 is NaN)");
+}
+
 /* ============================================================================================ */
 /* diffusers files (FACTS 3.2)                                                                   */
 /* ============================================================================================ */
@@ -1520,4 +1553,5 @@ void suite_lora(void)
     RUN(test_lora_diffusers_components);
     RUN(test_lora_diffusers_mixed_ranks);
     RUN(test_lora_delta_naive);
+    RUN(test_lora_nonfinite);
 }

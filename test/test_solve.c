@@ -647,6 +647,24 @@ static void test_solve_features_file(void)
     CHECK(it_st_save(feat, bad.t, bad.n, NULL, NULL, 0, NULL) == IT_OK);
     CHECK(it_solve_features(feat, out, IT_F32, &o, NULL, NULL, &err) == IT_EFORMAT && strstr(err.msg, "s.Y.0"));
     fb_free(&bad);
+    /* NaN or Inf in a delta or a feature is named where it is read (file, key, element), for every
+     * method, before it can become a NaN statistic or weight */
+    memset(&bad, 0, sizeof bad);
+    fb_add(&bad, "s.delta.0", p.w0, 9, 7);
+    fb_add(&bad, "s.delta.1", p.w0, 9, 7);
+    fb_add(&bad, "s.X.0", p.X[0], 30, 7);
+    fb_add(&bad, "s.X.1", p.X[1], 30, 7);
+    ((float *)bad.data[3])[40] = NAN;
+    CHECK(it_st_save(feat, bad.t, bad.n, NULL, NULL, 0, NULL) == IT_OK);
+    it_solve_opts_default(&o);
+    CHECKF(it_solve_features(feat, out, IT_F32, &o, NULL, NULL, &err) == IT_EFORMAT && strstr(err.msg, feat) &&
+           strstr(err.msg, "s.X.1: holds NaN or Inf (element 40 is NaN)"), "%s", err.msg);
+    ((float *)bad.data[3])[40] = 0.5f, ((float *)bad.data[1])[3] = -INFINITY;
+    CHECK(it_st_save(feat, bad.t, bad.n, NULL, NULL, 0, NULL) == IT_OK);
+    o.method = IT_METHOD_LINEAR;
+    CHECKF(it_solve_features(feat, out, IT_F32, &o, NULL, NULL, &err) == IT_EFORMAT &&
+           strstr(err.msg, "s.delta.1: holds NaN or Inf (element 3 is -Inf)"), "%s", err.msg);
+    fb_free(&bad);
     fb_free(&b);
     problem_free(&p);
 }
