@@ -426,6 +426,8 @@ static void test_output_sigint_in_set(void)
     pid_t pid = fork();
     if (pid == 0) {
         it_err err;
+        signal(SIGINT, SIG_DFL); /* a shell without job control starts background jobs with SIGINT ignored,
+                                  * which it_out_cleanup_on_signals keeps */
         it_out_cleanup_on_signals();
         it_out_begin();
         if (it_make_dir(dir, &err) != IT_OK || it_write_text(a, "one\n", &err) != IT_OK) _exit(3);
@@ -528,6 +530,7 @@ static void test_output_sigint_cli(void)
         pid_t pid = fork();
         if (pid == 0) {
             setpgid(0, 0);
+            signal(SIGINT, SIG_DFL); /* not ignored, whatever the test runner inherited */
             execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
             _exit(127);
         }
