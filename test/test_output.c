@@ -419,6 +419,12 @@ static void test_output_lora_half_fails(void)
  * leaves no file and no folder (it_out_cleanup_on_signals). */
 static void test_output_sigint_in_set(void)
 {
+#ifdef __SANITIZE_THREAD__
+    /* ThreadSanitizer defers signals, and in a child forked from this threaded process never
+     * delivered the raised one; test_output_sigint_cli covers the handler in a real process */
+    test_note("skipped under ThreadSanitizer");
+    return;
+#endif
     const char *dir = test_tmppath("sig_out");
     char a[1100];
     snprintf(a, sizeof a, "%s/a.txt", dir);
