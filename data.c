@@ -196,7 +196,7 @@ static int ref_get(it_tensor_ref *r, const it_json *obj, const char *key, const 
     for (size_t i = 0; i < v->n; i++) {
         const char *k = v->keys[i];
         if (!strcmp(k, "file") || !strcmp(k, "tensor") || !strcmp(k, "index")) continue;
-        char shown[64]; /* the key as JSON would spell it, control characters escaped: the message stays one line */
+        char shown[64] = ""; /* the key as JSON spells it, control characters escaped: one line */
         size_t o = 0;
         for (const unsigned char *c = (const unsigned char *)k; *c && o + 8 < sizeof shown; c++)
             o += (size_t)(*c < 0x20 ? snprintf(shown + o, sizeof shown - o, "\\u%04x", *c)
